@@ -12,13 +12,18 @@
 namespace cutover::core {
 
 // An error a person can act on: "cutover.yaml:14:7: traffic.percent must be 1-100, got 140".
+// What kind of failure it is, for callers that answer differently (the API maps it to a status).
+enum class ErrorKind { Invalid, NotFound, Conflict, Unavailable, Internal };
+
 struct Error {
   std::string message;
+  ErrorKind kind = ErrorKind::Invalid;
 
   Error() = default;
-  explicit Error(std::string msg) : message(std::move(msg)) {}
+  explicit Error(std::string msg, ErrorKind k = ErrorKind::Invalid)
+      : message(std::move(msg)), kind(k) {}
   // Prefixes context: Error("bad port").wrap("listeners.production") -> "listeners.production: bad port"
-  Error wrap(const std::string& context) const { return Error(context + ": " + message); }
+  Error wrap(const std::string& context) const { return Error(context + ": " + message, kind); }
 };
 
 template <typename T>
