@@ -1,0 +1,325 @@
+#include "runtime/runtime.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <cerrno>
+#include <thread>
+
+#include "core/fs.hpp"
+#include "core/id.hpp"
+
+namespace cutover::runtime {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+// After SIGKILL, how long the kernel may take to tear a group down before we report failure.
+constexpr milliseconds kKillWait{5000};
+
+bool port_bindable(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // No SO_REUSEADDR: a port with connections still in TIME_WAIT is skipped too.
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Real processes run in real time (see core/process.cpp): polls with a short backoff.
+template <typename Pred>
+bool poll_until(std::chrono::steady_clock::time_point deadline, Pred done) {
+  milliseconds delay{1};
+  while (true) {
+    if (done()) return true;
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return false;
+    std::this_thread::sleep_for(std::min(delay, milliseconds{25}));
+    delay = std::min(delay * 2, milliseconds{25});
+  }
+}
+
+std::string expand(const std::string& text, const std::map<std::string, std::string>& vars) {
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    if (text.compare(i, 2, "${") == 0) {
+      size_t end = text.find('}', i + 2);
+      if (end != std::string::npos) {
+        auto it = vars.find(text.substr(i + 2, end - i - 2));
+        if (it != vars.end()) {
+          out += it->second;
+          i = end + 1;
+          continue;
+        }
+      }
+    }
+    out += text[i++];
+  }
+  return out;
+}
+
+std::string describe(const Task& task) {
+  return "task " + task.task_id + " (pid " + std::to_string(task.pid) + ")";
+}
+
+// Stops a task that is not (or no longer) our unreaped child: we cannot wait for it, only watch
+// /proc. Its group is signalled only while the pid is still the task itself or absent: a pid now
+// held by another process may mean the pgid is about to belong to someone else.
+core::Result<void> stop_foreign(const Task& task) {
+  auto current = core::process_start_time(task.pid);
+  if (current.ok() && *current != task.start_time) return {};  // pid reused: the task is gone
+  auto gone = [&] {
+    return !core::is_same_process(task.pid, task.start_time) && !core::group_alive(task.pid);
+  };
+  // A dead leader may have left stragglers in its group: they get the same treatment.
+  if (gone()) return {};
+  core::signal_group(task.pid, task.stop_signal);
+  if (task.stop_signal != SIGKILL) core::signal_group(task.pid, SIGCONT);
+  if (poll_until(std::chrono::steady_clock::now() + task.stop_timeout, gone)) return {};
+  core::signal_group(task.pid, SIGKILL);
+  if (poll_until(std::chrono::steady_clock::now() + kKillWait, gone)) return {};
+  return core::Error(describe(task) + " of service " + task.service +
+                     " survived SIGKILL (a process is probably in uninterruptible sleep)");
+}
+
+}  // namespace
+
+// ---- PortAllocator ----
+
+PortAllocator::PortAllocator(int first, int last) : first_(first), last_(last), next_(first) {
+  assert(first > 0 && first <= last && last <= 65535 && "PortAllocator: invalid port range");
+}
+
+core::Result<int> PortAllocator::allocate() {
+  std::lock_guard lock(mu_);
+  const int size = last_ - first_ + 1;
+  for (int i = 0; i < size; ++i) {
+    int port = next_;
+    next_ = next_ == last_ ? first_ : next_ + 1;
+    if (allocated_.count(port) != 0) continue;
+    if (!port_bindable(port)) continue;
+    allocated_.insert(port);
+    return port;
+  }
+  return core::Error("no free TCP port on 127.0.0.1 in " + std::to_string(first_) + "-" +
+                     std::to_string(last_) + " (" + std::to_string(allocated_.size()) +
+                     " allocated to tasks, the rest in use by other programs)");
+}
+
+bool PortAllocator::reserve(int port) {
+  std::lock_guard lock(mu_);
+  return allocated_.insert(port).second;
+}
+
+void PortAllocator::release(int port) {
+  std::lock_guard lock(mu_);
+  allocated_.erase(port);
+}
+
+bool PortAllocator::is_allocated(int port) const {
+  std::lock_guard lock(mu_);
+  return allocated_.count(port) != 0;
+}
+
+size_t PortAllocator::allocated_count() const {
+  std::lock_guard lock(mu_);
+  return allocated_.size();
+}
+
+// ---- ProcessDriver ----
+
+ProcessDriver::ProcessDriver(PortAllocator& ports) : ports_(ports) {}
+
+core::Result<Task> ProcessDriver::start(const TaskSpec& spec) {
+  const std::string what =
+      "cannot start a task of service " + spec.service + " (container " + spec.container + ")";
+  if (spec.command.empty()) return core::Error(what + ": the command is empty");
+  if (auto dir = core::ensure_dir(spec.log_dir); !dir.ok()) return dir.error().wrap(what);
+  auto port = ports_.allocate();
+  if (!port.ok()) return port.error().wrap(what);
+
+  Task task;
+  task.task_id = core::new_id("task");
+  task.service = spec.service;
+  task.revision = spec.revision;
+  task.color = spec.color;
+  task.port = *port;
+  task.log_path = spec.log_dir / (task.task_id + ".log");
+  task.stop_signal = spec.stop_signal;
+  task.stop_timeout = spec.stop_timeout;
+
+  const std::map<std::string, std::string> vars = {{"PORT", std::to_string(task.port)},
+                                                   {"SERVICE", spec.service},
+                                                   {"REVISION", spec.revision},
+                                                   {"TASK_ID", task.task_id},
+                                                   {"COLOR", spec.color}};
+  core::SpawnSpec spawn;
+  for (const std::string& arg : spec.command) spawn.argv.push_back(expand(arg, vars));
+  spawn.env = core::minimal_environment();
+  for (const auto& [k, v] : spec.env) spawn.env[k] = expand(v, vars);
+  for (const auto& [k, v] : vars) spawn.env[k] = v;
+  spawn.cwd = spec.workdir;
+  spawn.stdout_file = task.log_path;
+  spawn.merge_stderr = true;
+  spawn.new_session = true;
+
+  auto pid = core::spawn(spawn);
+  if (!pid.ok()) {
+    ports_.release(task.port);
+    return pid.error().wrap(what);
+  }
+  task.pid = *pid;
+  // Our unreaped child: its /proc entry exists even if it already exited.
+  auto start_time = core::process_start_time(task.pid);
+  if (!start_time.ok()) {
+    (void)core::terminate_tree(task.pid, SIGKILL, milliseconds{0});
+    ports_.release(task.port);
+    return start_time.error().wrap(what);
+  }
+  task.start_time = *start_time;
+
+  std::lock_guard lock(mu_);
+  tasks_[task.task_id] = Entry{task, /*child=*/true, /*stopping=*/false, /*ended=*/false};
+  return task;
+}
+
+core::Result<void> ProcessDriver::stop(const Task& task) {
+  bool known = false;
+  bool child = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = tasks_.find(task.task_id);
+    if (it != tasks_.end() && it->second.task.pid == task.pid &&
+        it->second.task.start_time == task.start_time) {
+      known = true;
+      // A concurrent stop() of the same task owns the waitpid; this one watches /proc.
+      child = it->second.child && !it->second.stopping;
+      it->second.stopping = true;
+    }
+  }
+
+  core::Result<void> result;
+  if (child) {
+    // The leader stays unreaped while terminate_tree waits, so its pgid cannot be reused.
+    auto status = core::terminate_tree(task.pid, task.stop_signal, task.stop_timeout);
+    if (!status.ok()) result = status.error().wrap("cannot stop " + describe(task));
+  } else {
+    result = stop_foreign(task);
+  }
+
+  if (known) {
+    std::lock_guard lock(mu_);
+    auto it = tasks_.find(task.task_id);
+    if (it != tasks_.end()) {
+      if (result.ok()) {
+        ports_.release(it->second.task.port);
+        tasks_.erase(it);
+      } else {
+        it->second.stopping = false;
+      }
+    }
+  }
+  return result;
+}
+
+bool ProcessDriver::alive(const Task& task) const {
+  return core::is_same_process(task.pid, task.start_time);
+}
+
+core::Result<void> ProcessDriver::adopt(const Task& task) {
+  std::lock_guard lock(mu_);
+  auto it = tasks_.find(task.task_id);
+  if (it != tasks_.end()) {
+    if (it->second.task.pid == task.pid && it->second.task.start_time == task.start_time) {
+      return {};  // already ours: adoption is idempotent
+    }
+    return core::Error("cannot adopt " + describe(task) + ": this driver already runs a task " +
+                       "with that id (pid " + std::to_string(it->second.task.pid) + ")");
+  }
+  if (!core::is_same_process(task.pid, task.start_time)) {
+    return core::Error("cannot adopt " + describe(task) + " of service " + task.service +
+                       ": it is no longer running (or its pid now belongs to another process)");
+  }
+  if (!ports_.reserve(task.port)) {
+    return core::Error("cannot adopt " + describe(task) + ": port " + std::to_string(task.port) +
+                       " is already allocated to another task");
+  }
+  tasks_[task.task_id] = Entry{task, /*child=*/false, /*stopping=*/false, /*ended=*/false};
+  return {};
+}
+
+std::vector<TaskExit> ProcessDriver::reap() {
+  std::vector<TaskExit> exits;
+  std::lock_guard lock(mu_);
+  for (auto& [id, entry] : tasks_) {
+    if (entry.stopping || entry.ended) continue;
+    if (entry.child) {
+      int status = 0;
+      pid_t r = ::waitpid(entry.task.pid, &status, WNOHANG);
+      if (r == entry.task.pid) {
+        entry.child = false;
+        entry.ended = true;
+        exits.push_back({id, entry.task.pid, core::ExitStatus::from_wait_status(status)});
+      } else if (r < 0 && errno == ECHILD) {
+        entry.child = false;  // reaped elsewhere (a bug elsewhere); fall back to watching /proc
+      }
+    } else if (!core::is_same_process(entry.task.pid, entry.task.start_time)) {
+      entry.ended = true;
+      exits.push_back({id, entry.task.pid, std::nullopt});
+    }
+  }
+  return exits;
+}
+
+// ---- task sets ----
+
+core::Result<std::vector<Task>> start_task_set(Driver& driver, const TaskSpec& spec, int count) {
+  if (count < 1) {
+    return core::Error("cannot start task set of service " + spec.service +
+                       ": count must be at least 1, got " + std::to_string(count));
+  }
+  std::vector<Task> tasks;
+  tasks.reserve(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    auto task = driver.start(spec);
+    if (!task.ok()) {
+      (void)stop_task_set(driver, tasks);
+      return task.error().wrap("task set of service " + spec.service + ", task " +
+                               std::to_string(i + 1) + " of " + std::to_string(count));
+    }
+    tasks.push_back(std::move(task).value());
+  }
+  return tasks;
+}
+
+core::Result<void> stop_task_set(Driver& driver, const std::vector<Task>& tasks) {
+  std::vector<core::Result<void>> results(tasks.size());
+  {
+    std::vector<std::jthread> workers;
+    workers.reserve(tasks.size());
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      workers.emplace_back([&, i] { results[i] = driver.stop(tasks[i]); });
+    }
+  }  // jthreads join here
+  std::string errors;
+  for (const auto& r : results) {
+    if (r.ok()) continue;
+    if (!errors.empty()) errors += "; ";
+    errors += r.error().message;
+  }
+  if (!errors.empty()) return core::Error(errors);
+  return {};
+}
+
+}  // namespace cutover::runtime

@@ -1,0 +1,162 @@
+// Runtime: runs the tasks of a service revision as task sets (ECS words), and finds them again
+// after a controller restart. Nothing outside this module knows that tasks are local processes.
+//
+// The walking skeleton has one driver, ProcessDriver: each task is a process started in its own
+// session (so it survives the controller and its whole tree can be signalled), with stdout+stderr
+// appended to <log_dir>/<task_id>.log, a TCP port allocated on 127.0.0.1 and passed as PORT.
+// A task is identified by (pid, start_time), which is what the controller persists and what
+// adopt() checks after a restart, so a reused pid is never mistaken for the task.
+//
+// Reaping (no SIGCHLD handler): tasks started by this driver are children of the controller and
+// become zombies when they exit. The controller calls reap() periodically (its liveness tick);
+// reap() waitpid(WNOHANG)s each known child and reports which tasks ended and how. stop() reaps
+// the task it stops. Adopted tasks are not our children (init reaps them); reap() reports them
+// once they are gone, without an exit status. Nothing in the process may wait for "any" child.
+//
+// Planned depth fits behind Driver: crash-loop detection and liveness checks consume reap()/
+// alive(); a podman driver implements Driver; log rotation owns log_path.
+//
+// Thread-safety: PortAllocator and ProcessDriver are safe to use from several threads. start()
+// and stop() block (stop() up to stop_timeout plus a few seconds): call them from a worker pool.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/process.hpp"
+#include "core/result.hpp"
+
+namespace cutover::runtime {
+
+// Hands out TCP ports on 127.0.0.1 from [first, last], each verified bindable at allocation time
+// and never one that is currently allocated. Allocation rotates through the range so that a port
+// just released (its old target maybe still draining in the proxy) is not reused at once.
+class PortAllocator {
+ public:
+  static constexpr int kDefaultFirst = 20000;
+  static constexpr int kDefaultLast = 29999;
+
+  explicit PortAllocator(int first = kDefaultFirst, int last = kDefaultLast);
+
+  // Error when every port of the range is allocated or not bindable.
+  core::Result<int> allocate();
+  // Marks a port as used by an adopted task; false if it is already allocated. Ports outside the
+  // range are accepted: adopted tasks may come from an older configuration.
+  bool reserve(int port);
+  void release(int port);
+  bool is_allocated(int port) const;
+  size_t allocated_count() const;
+
+ private:
+  mutable std::mutex mu_;
+  const int first_;
+  const int last_;
+  int next_;
+  std::set<int> allocated_;
+};
+
+// What to run for one task. The controller maps config (service, container, revision) to this.
+struct TaskSpec {
+  std::string service;
+  std::string container;
+  std::string revision;  // commit SHA
+  std::string color;     // blue | green
+  // argv; ${PORT} ${SERVICE} ${REVISION} ${TASK_ID} ${COLOR} are expanded in arguments and in env
+  // values (other ${...} are left as they are). A program without '/' is looked up in PATH;
+  // a relative path is relative to workdir.
+  std::vector<std::string> command;
+  // Added to core::minimal_environment(); PORT SERVICE REVISION TASK_ID COLOR are then set and win.
+  std::map<std::string, std::string> env;
+  std::filesystem::path workdir;  // the unpacked artifact directory
+  std::filesystem::path log_dir;  // created if missing
+  int stop_signal = SIGTERM;
+  std::chrono::milliseconds stop_timeout{10000};
+};
+
+// A running task: what the controller persists and hands back to stop()/alive()/adopt().
+struct Task {
+  std::string task_id;  // "task-3f9a1c2b7d"
+  std::string service;
+  std::string revision;
+  std::string color;
+  pid_t pid = 0;           // leads its own process group: pgid == pid
+  int64_t start_time = 0;  // core::process_start_time(pid)
+  int port = 0;
+  std::filesystem::path log_path;
+  int stop_signal = SIGTERM;
+  std::chrono::milliseconds stop_timeout{10000};
+};
+
+// A task that ended on its own (crashed or exited), reported once by reap().
+struct TaskExit {
+  std::string task_id;
+  pid_t pid = 0;
+  // How it ended; nullopt for adopted tasks (not our children, so their status is unknowable).
+  std::optional<core::ExitStatus> status;
+};
+
+// The interface the controller and task sets code against; ProcessDriver now, podman later.
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  virtual core::Result<Task> start(const TaskSpec& spec) = 0;
+  // Idempotent: stopping a task that is already gone succeeds. task.stop_signal to the task's
+  // group, SIGKILL after task.stop_timeout; then its port is released.
+  virtual core::Result<void> stop(const Task& task) = 0;
+  virtual bool alive(const Task& task) const = 0;
+  // Takes over a task found in the store after a restart. Error if it is gone, if its pid now
+  // belongs to another process (start time differs), or if its port is already allocated here.
+  virtual core::Result<void> adopt(const Task& task) = 0;
+  // Reports tasks that ended since the last call (see the reaping note at the top).
+  virtual std::vector<TaskExit> reap() = 0;
+};
+
+class ProcessDriver final : public Driver {
+ public:
+  explicit ProcessDriver(PortAllocator& ports);
+  // Does not stop anything: tasks outlive the driver and the controller.
+  ~ProcessDriver() override = default;
+  ProcessDriver(const ProcessDriver&) = delete;
+  ProcessDriver& operator=(const ProcessDriver&) = delete;
+
+  // Allocates a port, spawns the command detached (own session) in spec.workdir with output
+  // appended to <log_dir>/<task_id>.log. Error (and nothing left running, port released) if the
+  // program cannot be started.
+  core::Result<Task> start(const TaskSpec& spec) override;
+  // Works for our children and for adopted tasks. The port is released only if this driver
+  // allocated or adopted it. Error only if the task survives SIGKILL.
+  core::Result<void> stop(const Task& task) override;
+  bool alive(const Task& task) const override;
+  core::Result<void> adopt(const Task& task) override;
+  std::vector<TaskExit> reap() override;
+
+ private:
+  struct Entry {
+    Task task;
+    bool child = false;     // started here and not reaped yet
+    bool stopping = false;  // stop() in progress: reap() keeps its hands off
+    bool ended = false;     // already reported by reap()
+  };
+  PortAllocator& ports_;
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> tasks_;  // by task_id
+};
+
+// Starts count tasks of spec. If one fails, the ones already started are stopped (no orphans) and
+// the error names which task failed.
+core::Result<std::vector<Task>> start_task_set(Driver& driver, const TaskSpec& spec, int count);
+// Stops all tasks concurrently (so a set takes one stop_timeout, not count of them). Every task is
+// attempted; the error lists the ones that could not be stopped.
+core::Result<void> stop_task_set(Driver& driver, const std::vector<Task>& tasks);
+
+}  // namespace cutover::runtime
