@@ -246,7 +246,7 @@ Result<Execution> Store::insert_execution(Execution e) {
                                   e.id, e.commit_sha, e.branch, to_string(e.status), e.message,
                                   e.created_at, e.started_at, e.finished_at));
     auto done = st.run();
-    if (!done.ok()) return done.error().wrap("insert execution " + e.id);
+    if (!done.ok()) return detail::in_context(done.error(), "insert execution " + e.id);
     return e;
   });
 }
@@ -314,7 +314,8 @@ Result<void> Store::upsert_stage_run(const StageRun& r) {
                          r.finished_at, r.exit_code, r.message));
     auto done = st.run();
     if (!done.ok()) {
-      return done.error().wrap(fmt::format("stage {} of execution {}", r.index, r.execution_id));
+      return detail::in_context(done.error(),
+                                fmt::format("stage {} of execution {}", r.index, r.execution_id));
     }
     return core::ok();
   });
@@ -379,7 +380,8 @@ Result<int64_t> Store::append_logs(const std::vector<LogAppend>& lines) {
                                     line.execution_id, last, now, line.stage,
                                     to_string(line.stream), line.text));
       auto done = st.run();
-      if (!done.ok()) return done.error().wrap("append log to execution " + line.execution_id);
+      if (!done.ok())
+        return detail::in_context(done.error(), "append log to execution " + line.execution_id);
     }
     return last;
   });
@@ -409,7 +411,7 @@ Result<Release> Store::insert_release(Release r) {
                               r.id, r.service, r.commit_sha, null_if_empty(r.execution_id),
                               r.artifact_digest, r.artifact_path, r.task_revision, r.created_at));
     auto done = st.run();
-    if (!done.ok()) return done.error().wrap("insert release " + r.id);
+    if (!done.ok()) return detail::in_context(done.error(), "insert release " + r.id);
     return r;
   });
 }
@@ -459,7 +461,7 @@ Result<Deployment> Store::insert_deployment(Deployment d) {
                                   to_string(d.status), d.phase, d.state_json, d.reason,
                                   d.created_at, d.updated_at, d.finished_at));
     auto done = st.run();
-    if (!done.ok()) return done.error().wrap("insert deployment " + d.id);
+    if (!done.ok()) return detail::in_context(done.error(), "insert deployment " + d.id);
     return d;
   });
 }
@@ -529,7 +531,8 @@ Result<int64_t> Store::append_deployment_event(const std::string& deployment_id,
                                   "detail_json) VALUES (?, ?, ?, ?, ?)",
                                   deployment_id, seq, impl_->now_ms(), type, detail_json));
     auto done = st.run();
-    if (!done.ok()) return done.error().wrap("append event to deployment " + deployment_id);
+    if (!done.ok())
+      return detail::in_context(done.error(), "append event to deployment " + deployment_id);
     return seq;
   });
 }
@@ -626,7 +629,8 @@ Result<int64_t> Store::enqueue_command(const std::string& deployment_id,
                                   "VALUES (?, ?, ?)",
                                   deployment_id, command_json, impl_->now_ms()));
     auto done = st.run();
-    if (!done.ok()) return done.error().wrap("enqueue command for deployment " + deployment_id);
+    if (!done.ok())
+      return detail::in_context(done.error(), "enqueue command for deployment " + deployment_id);
     return static_cast<int64_t>(sqlite3_last_insert_rowid(impl_->db));
   });
 }
@@ -664,7 +668,7 @@ Result<TaskRecord> Store::insert_task(TaskRecord t) {
                               t.task_id, t.service, t.release_id, t.color, t.container, t.pid,
                               t.start_time, t.port, t.log_path, to_string(t.status), t.created_at));
     auto done = st.run();
-    if (!done.ok()) return done.error().wrap("insert task " + t.task_id);
+    if (!done.ok()) return detail::in_context(done.error(), "insert task " + t.task_id);
     return t;
   });
 }
@@ -722,7 +726,7 @@ Result<void> Store::set_live(const std::string& service, const std::string& rele
                                   "color = excluded.color, updated_at = excluded.updated_at",
                                   service, release_id, color, impl_->now_ms()));
     auto done = st.run();
-    if (!done.ok()) return done.error().wrap("set live release of " + service);
+    if (!done.ok()) return detail::in_context(done.error(), "set live release of " + service);
     return core::ok();
   });
 }

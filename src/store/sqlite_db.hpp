@@ -74,8 +74,10 @@ class Stmt {
   sqlite3_stmt* stmt_;
 };
 
-// "message: sqlite says" for the last error on db.
+// "store: what: sqlite says" for the last error on db ("store: sqlite says" if what is empty).
 core::Error sqlite_error(sqlite3* db, std::string_view what);
+// Adds context to a store error: "store: UNIQUE ..." -> "store: insert task t1: UNIQUE ...".
+core::Error in_context(const core::Error& e, std::string_view what);
 
 }  // namespace cutover::store::detail
 

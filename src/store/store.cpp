@@ -75,7 +75,15 @@ bool is_terminal(DeploymentStatus s) { return s != DeploymentStatus::InProgress;
 namespace detail {
 
 core::Error sqlite_error(sqlite3* db, std::string_view what) {
+  if (what.empty()) return core::Error(fmt::format("store: {}", sqlite3_errmsg(db)));
   return core::Error(fmt::format("store: {}: {}", what, sqlite3_errmsg(db)));
+}
+
+core::Error in_context(const core::Error& e, std::string_view what) {
+  constexpr std::string_view kPrefix = "store: ";
+  std::string_view rest = e.message;
+  if (rest.substr(0, kPrefix.size()) == kPrefix) rest.remove_prefix(kPrefix.size());
+  return core::Error(fmt::format("store: {}: {}", what, rest));
 }
 
 Stmt::~Stmt() {
@@ -95,7 +103,7 @@ core::Result<bool> Stmt::step() {
   const int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
-  return sqlite_error(db_, sqlite3_sql(stmt_));
+  return sqlite_error(db_, "");
 }
 
 core::Result<void> Stmt::run() {
@@ -149,7 +157,11 @@ core::Result<detail::Stmt> Store::Impl::prepare(std::string_view sql) {
 core::Result<void> Store::Impl::exec(const char* sql) {
   char* err = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    core::Error e(fmt::format("store: {}: {}", sql, err != nullptr ? err : sqlite3_errmsg(db)));
+    // Migrations are long: name only their beginning.
+    std::string_view brief(sql);
+    if (brief.size() > 60) brief = brief.substr(0, 60);
+    core::Error e(
+        fmt::format("store: \"{}\": {}", brief, err != nullptr ? err : sqlite3_errmsg(db)));
     sqlite3_free(err);
     return e;
   }
@@ -348,7 +360,8 @@ core::Result<void> migrate(Store::Impl& impl, const std::filesystem::path& file)
       if (*version == kSchemaVersion) return false;
       auto applied = impl.exec(kMigrations[*version]);
       if (!applied.ok()) {
-        return applied.error().wrap(fmt::format("migration to schema version {}", *version + 1));
+        return detail::in_context(applied.error(),
+                                  fmt::format("migration to schema version {}", *version + 1));
       }
       STORE_TRY(impl.exec(fmt::format("PRAGMA user_version = {}", *version + 1).c_str()));
       return true;
@@ -373,6 +386,9 @@ core::Result<std::unique_ptr<Store>> Store::open(const std::filesystem::path& db
                                      db_file.parent_path().string(), ec.message()));
     }
   }
+  // The state names deployments, tasks and audit actors: readable by its owner only. SQLite gives
+  // the -wal and -shm files the database file's permissions.
+  const bool created = !std::filesystem::exists(db_file);
   sqlite3* db = nullptr;
   const int rc =
       sqlite3_open_v2(db_file.c_str(), &db,
@@ -384,6 +400,11 @@ core::Result<std::unique_ptr<Store>> Store::open(const std::filesystem::path& db
     return e;
   }
   auto impl = std::make_unique<Impl>(db, clock);  // owns db from here on
+  if (created) {
+    std::error_code ec;
+    std::filesystem::permissions(
+        db_file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write, ec);
+  }
   sqlite3_extended_result_codes(db, 1);
 
   // busy_timeout first: the other pragmas may already need a lock held by another process.
@@ -391,9 +412,9 @@ core::Result<std::unique_ptr<Store>> Store::open(const std::filesystem::path& db
   std::string mode;
   {
     auto wal = impl->prepare("PRAGMA journal_mode = WAL");
-    if (!wal.ok()) return wal.error().wrap(db_file.string());
+    if (!wal.ok()) return detail::in_context(wal.error(), db_file.string());
     auto row = wal->step();
-    if (!row.ok()) return row.error().wrap(db_file.string());
+    if (!row.ok()) return detail::in_context(row.error(), db_file.string());
     if (*row) mode = wal->text(0);
   }
   if (mode != "wal") {
@@ -403,7 +424,7 @@ core::Result<std::unique_ptr<Store>> Store::open(const std::filesystem::path& db
                     db_file.string(), mode));
   }
   auto pragmas = impl->exec("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;");
-  if (!pragmas.ok()) return pragmas.error().wrap(db_file.string());
+  if (!pragmas.ok()) return detail::in_context(pragmas.error(), db_file.string());
 
   auto migrated = migrate(*impl, db_file);
   if (!migrated.ok()) return migrated.error();

@@ -7,7 +7,7 @@
 // to PostgreSQL later (DESIGN.md §7). Times are Unix milliseconds (core::to_unix_ms) stamped from
 // the injected Clock; ids are strings (core::new_id is used when an insert gets an empty id).
 // Getters return Result<std::optional<T>>: nullopt means "no such row", an Error means the store
-// itself failed. Nothing here throws.
+// itself failed. A `limit` <= 0 means "no limit". Nothing here throws.
 //
 // Durability: WAL with synchronous=NORMAL — a committed call survives a crash of the process; a
 // power loss may lose the last few commits but never corrupts the database.

@@ -96,6 +96,8 @@ TEST_F(StoreTest, MigratesEmptyDatabaseToWal) {
   auto s = open();
   ASSERT_TRUE(s);
   EXPECT_TRUE(fs::exists(db_file_));
+  EXPECT_EQ(fs::status(db_file_).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
   s.reset();
 
   sqlite3* db = nullptr;
@@ -141,6 +143,10 @@ TEST_F(StoreTest, ExecutionLifecycleAndReopen) {
     ASSERT_TRUE(s->update_execution_status(id, ExecutionStatus::Running).ok());
     clock_.advance(core::Duration{1000});
     ASSERT_TRUE(s->update_execution_status(id, ExecutionStatus::Failed, "test failed").ok());
+    auto dup = s->insert_execution({.id = id, .commit_sha = "x", .branch = "main"});
+    ASSERT_FALSE(dup.ok());
+    EXPECT_EQ(dup.error().message,
+              "store: insert execution " + id + ": UNIQUE constraint failed: executions.id");
     auto missing = s->update_execution_status("ex-nope", ExecutionStatus::Running);
     ASSERT_FALSE(missing.ok());
     EXPECT_THAT(missing.error().message, HasSubstr("ex-nope"));
