@@ -303,7 +303,9 @@ Result<pid_t> spawn_impl(const SpawnSpec& spec, int out_fd) {
                  max_fd};
 
   pid_t pid = ::fork();
-  if (pid < 0) return Error("cannot fork to start " + spec.argv[0] + ": " + errno_text(errno));
+  if (pid < 0)
+    return Error("cannot fork to start " + spec.argv[0] + ": " + errno_text(errno),
+                 ErrorKind::Unavailable);
   if (pid == 0) exec_child(plan);
 
   report_write.reset();

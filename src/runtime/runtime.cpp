@@ -90,7 +90,8 @@ core::Result<void> stop_foreign(const Task& task) {
   core::signal_group(task.pid, SIGKILL);
   if (poll_until(std::chrono::steady_clock::now() + kKillWait, gone)) return {};
   return core::Error(describe(task) + " of service " + task.service +
-                     " survived SIGKILL (a process is probably in uninterruptible sleep)");
+                         " survived SIGKILL (a process is probably in uninterruptible sleep)",
+                     core::ErrorKind::Internal);
 }
 
 }  // namespace
@@ -113,8 +114,9 @@ core::Result<int> PortAllocator::allocate() {
     return port;
   }
   return core::Error("no free TCP port on 127.0.0.1 in " + std::to_string(first_) + "-" +
-                     std::to_string(last_) + " (" + std::to_string(allocated_.size()) +
-                     " allocated to tasks, the rest in use by other programs)");
+                         std::to_string(last_) + " (" + std::to_string(allocated_.size()) +
+                         " allocated to tasks, the rest in use by other programs)",
+                     core::ErrorKind::Unavailable);
 }
 
 bool PortAllocator::reserve(int port) {
@@ -245,15 +247,18 @@ core::Result<void> ProcessDriver::adopt(const Task& task) {
       return {};  // already ours: adoption is idempotent
     }
     return core::Error("cannot adopt " + describe(task) + ": this driver already runs a task " +
-                       "with that id (pid " + std::to_string(it->second.task.pid) + ")");
+                           "with that id (pid " + std::to_string(it->second.task.pid) + ")",
+                       core::ErrorKind::Conflict);
   }
   if (!core::is_same_process(task.pid, task.start_time)) {
     return core::Error("cannot adopt " + describe(task) + " of service " + task.service +
-                       ": it is no longer running (or its pid now belongs to another process)");
+                           ": it is no longer running (or its pid now belongs to another process)",
+                       core::ErrorKind::NotFound);
   }
   if (!ports_.reserve(task.port)) {
     return core::Error("cannot adopt " + describe(task) + ": port " + std::to_string(task.port) +
-                       " is already allocated to another task");
+                           " is already allocated to another task",
+                       core::ErrorKind::Conflict);
   }
   tasks_[task.task_id] = Entry{task, /*child=*/false, /*stopping=*/false, /*ended=*/false};
   return {};

@@ -48,7 +48,7 @@ class PortAllocator {
 
   explicit PortAllocator(int first = kDefaultFirst, int last = kDefaultLast);
 
-  // Error when every port of the range is allocated or not bindable.
+  // Error (kind Unavailable) when every port of the range is allocated or not bindable.
   core::Result<int> allocate();
   // Marks a port as used by an adopted task; false if it is already allocated. Ports outside the
   // range are accepted: adopted tasks may come from an older configuration.
@@ -114,8 +114,9 @@ class Driver {
   // group, SIGKILL after task.stop_timeout; then its port is released.
   virtual core::Result<void> stop(const Task& task) = 0;
   virtual bool alive(const Task& task) const = 0;
-  // Takes over a task found in the store after a restart. Error if it is gone, if its pid now
-  // belongs to another process (start time differs), or if its port is already allocated here.
+  // Takes over a task found in the store after a restart. Error (kind NotFound: replace the task)
+  // if it is gone or its pid now belongs to another process (start time differs); kind Conflict
+  // if its port is already allocated here. Idempotent for a task already adopted.
   virtual core::Result<void> adopt(const Task& task) = 0;
   // Reports tasks that ended since the last call (see the reaping note at the top).
   virtual std::vector<TaskExit> reap() = 0;

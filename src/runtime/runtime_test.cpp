@@ -319,6 +319,7 @@ TEST(ProcessDriver, AnotherDriverAdoptsAndStopsARunningTask) {
   auto bad = after.adopt(reused);
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.error().message, HasSubstr("no longer running"));
+  EXPECT_EQ(bad.error().kind, core::ErrorKind::NotFound);
   EXPECT_EQ(ports_after.allocated_count(), 0u);
 
   ASSERT_TRUE(after.adopt(*task).ok());
@@ -356,5 +357,6 @@ TEST(ProcessDriver, AdoptRefusesPortAlreadyAllocated) {
   auto r = after.adopt(*task);
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.error().message, HasSubstr("already allocated"));
+  EXPECT_EQ(r.error().kind, core::ErrorKind::Conflict);
   EXPECT_TRUE(before.stop(*task).ok());
 }
