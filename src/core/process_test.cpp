@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -302,4 +303,23 @@ TEST(Environment, MinimalEnvironmentHasOnlySafeBase) {
   auto env = minimal_environment();
   EXPECT_EQ(env.size(), 3u);
   EXPECT_TRUE(env.count("PATH") && env.count("HOME") && env.count("LANG"));
+}
+
+TEST(Spawn, AppliesResourceLimits) {
+  SpawnSpec spec = shell("ulimit -n");
+  spec.rlimits.push_back({RLIMIT_NOFILE, 64, 64});
+  EXPECT_THAT(run_lines(spec), ElementsAre("64"));
+}
+
+TEST(Spawn, ResetsIgnoredSignalsToDefaults) {
+  // Servers ignore SIGPIPE; their children must not inherit that.
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  struct sigaction previous {};
+  ASSERT_EQ(::sigaction(SIGPIPE, &ignore, &previous), 0);
+  RunResult res;
+  auto lines = run_lines(shell("kill -PIPE $$; echo survived"), &res);
+  ::sigaction(SIGPIPE, &previous, nullptr);
+  EXPECT_TRUE(lines.empty());
+  EXPECT_EQ(res.status, ExitStatus::killed_by(SIGPIPE));
 }
