@@ -110,7 +110,7 @@ class Map {
     }
     valid_ = true;
     for (auto it = node.begin(); it != node.end(); ++it) {
-      const YAML::Node& k = it->first;
+      const YAML::Node k = it->first;  // a copy: it-> yields a temporary
       if (!k.IsScalar()) {
         ctx.error(k, where() + "keys must be strings, got " + describe(k));
         continue;
