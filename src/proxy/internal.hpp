@@ -1,0 +1,169 @@
+// Internals of the proxy shared by its translation units (not a public header: it includes
+// Boost.Asio/Beast). See proxy.hpp for the architecture.
+//
+// Ownership and threads:
+//   - Impl (proxy.cpp) owns everything; its control thread runs the admin API, applies snapshots
+//     and runs health checks. Control-thread-only state is guarded by Impl::mu_ for readers on
+//     other threads (version(), listener_port()).
+//   - TargetHealth and TargetStats are shared between the control thread and workers; workers only
+//     read `state` and update atomics.
+//   - RouteTable is immutable once built; each Worker holds its own shared_ptr<const RouteTable>,
+//     replaced by a task posted to the worker's loop, so a request reads it without a lock.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include "core/clock.hpp"
+#include "proxy/proxy.hpp"
+#include "proxy/snapshot.hpp"
+
+namespace cutover::proxy::detail {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+
+enum class HealthState : int { Initial, Healthy, Unhealthy, Draining };
+const char* to_string(HealthState s);
+
+// Latency histogram upper bounds in milliseconds; one more bucket for +Inf.
+inline constexpr std::array<int64_t, 13> kLatencyBucketsMs = {1,   2,   5,    10,   25,   50,   100,
+                                                              250, 500, 1000, 2500, 5000, 10000};
+
+// Counters of one target in one target group. Workers update them with relaxed atomics.
+struct TargetStats {
+  std::array<std::atomic<uint64_t>, 4> by_class{};  // 2xx, 3xx, 4xx, 5xx (1xx counts as 2xx)
+  std::atomic<uint64_t> upstream_errors{0};
+  std::array<std::atomic<uint64_t>, kLatencyBucketsMs.size() + 1> latency{};  // not cumulative
+  std::atomic<uint64_t> latency_sum_ms{0};
+  std::atomic<uint64_t> latency_count{0};
+
+  void record_status(int status);
+  void record_latency(core::Duration d);
+};
+
+// Health of one target id. `state` and `in_flight` are read by workers; the rest belongs to the
+// control thread.
+struct TargetHealth {
+  std::string id;
+  std::string address;
+  std::atomic<HealthState> state{HealthState::Initial};
+  std::atomic<int64_t> in_flight{0};  // requests being proxied to this target
+  // Control thread only:
+  HealthCheck check;
+  std::string group;  // the group whose health check settings apply
+  int consecutive_successes = 0;
+  int consecutive_failures = 0;
+  std::string last_error;
+  bool stopped = false;  // health checks end
+  core::TimePoint drain_deadline{};
+};
+
+struct TargetEntry {
+  std::string id;
+  tcp::endpoint endpoint;
+  std::shared_ptr<TargetHealth> health;
+  std::shared_ptr<TargetStats> stats;
+};
+
+struct GroupEntry {
+  std::string name;
+  std::vector<TargetEntry> targets;
+};
+
+struct ListenerEntry {
+  std::string name;
+  std::vector<int> weights;  // per group index in RouteTable::groups; 0 = not routed
+  int total_weight = 0;
+};
+
+// Everything a worker needs to route one request, built once per snapshot.
+struct RouteTable {
+  uint64_t version = 0;
+  std::vector<GroupEntry> groups;
+  std::vector<ListenerEntry> listeners;
+  std::unordered_map<std::string, size_t> listener_by_address;
+};
+
+// State every thread shares.
+struct Shared {
+  ProxyOptions options;
+  core::Clock* clock = nullptr;
+  std::atomic<int64_t> active_requests{0};
+  std::atomic<bool> stopping{false};
+};
+
+// One event-loop thread: listening sockets, client connections, upstream pools, round-robin state.
+class Worker {
+ public:
+  Worker(Shared& shared, int index);
+  ~Worker();
+
+  void start();
+  void join();
+  asio::io_context& io_context() { return ioc_; }
+
+  // Called on the worker's own thread (post them): replaces the route table, adopts listening
+  // sockets (fds bound by the control thread) and closes listeners no longer in the snapshot.
+  struct NewListener {
+    std::string address;
+    int fd = -1;
+  };
+  void apply(std::shared_ptr<const RouteTable> table, std::vector<NewListener> add,
+             std::vector<std::string> remove);
+  // Stop accepting; idle client connections close, busy ones close after their response.
+  void begin_shutdown();
+
+ private:
+  struct ClientConn;
+  struct PooledConn {
+    std::unique_ptr<beast::tcp_stream> stream;
+    core::TimePoint idle_since;
+  };
+
+  asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::string address);
+  asio::awaitable<void> serve(tcp::socket socket, std::string address);
+  // Proxies one request whose header has been read; returns whether the client connection may
+  // carry another request.
+  template <class Parser>
+  asio::awaitable<bool> handle(beast::tcp_stream& client, beast::flat_buffer& buffer,
+                               Parser& parser, const std::string& client_ip,
+                               const std::string& address);
+  const TargetEntry* choose_target(const RouteTable& table, size_t listener, int& group_index,
+                                   const TargetEntry* exclude);
+  const TargetEntry* next_in_group(const RouteTable& table, int group_index,
+                                   const TargetEntry* exclude);
+  std::unique_ptr<beast::tcp_stream> take_pooled(const TargetEntry& target);
+  void give_back(const TargetEntry& target, std::unique_ptr<beast::tcp_stream> stream);
+  std::string next_request_id();
+
+  Shared& shared_;
+  int index_;
+  std::thread thread_;
+  std::shared_ptr<const RouteTable> table_;
+  std::unordered_map<std::string, std::shared_ptr<tcp::acceptor>> acceptors_;
+  std::unordered_map<const TargetHealth*, std::vector<PooledConn>> pools_;
+  std::vector<std::vector<int>> wrr_current_;  // per listener, per group
+  std::vector<size_t> rr_next_;                // per group
+  std::list<ClientConn*> clients_;
+  std::string request_id_prefix_;
+  uint64_t request_counter_ = 0;
+  // Declared last: destroyed first, while the members above still exist for the coroutine frames
+  // it destroys (the destructor clears sockets held outside frames before that).
+  asio::io_context ioc_{1};
+};
+
+}  // namespace cutover::proxy::detail

@@ -1,0 +1,700 @@
+// Proxy::Impl: the control thread (admin API, snapshot application, health checks) and the
+// lifecycle of the workers. The request path lives in worker.cpp.
+#include "proxy/proxy.hpp"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <latch>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include <fmt/format.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include "core/fs.hpp"
+#include "core/log.hpp"
+#include "proxy/internal.hpp"
+
+namespace cutover::proxy {
+namespace {
+
+using namespace detail;
+namespace http = beast::http;
+using nlohmann::json;
+using local = asio::local::stream_protocol;
+constexpr auto kTok = asio::as_tuple(asio::use_awaitable);
+
+// A listening socket bound by the control thread and handed to a worker.
+core::Result<int> bind_listener(const tcp::endpoint& ep) {
+  int fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return core::Error(fmt::format("socket(): {}", std::strerror(errno)));
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (::bind(fd, ep.data(), static_cast<socklen_t>(ep.size())) != 0 || ::listen(fd, 1024) != 0) {
+    int err = errno;
+    ::close(fd);
+    return core::Error(std::strerror(err));
+  }
+  return fd;
+}
+
+uint16_t bound_port(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
+core::Result<tcp::endpoint> resolve(const std::string& address) {
+  auto hp = parse_host_port(address);
+  if (!hp.ok()) return hp.error();
+  boost::system::error_code ec;
+  auto ip = asio::ip::make_address(hp->host, ec);
+  if (!ec) return tcp::endpoint(ip, hp->port);
+  // A host name: resolved once per snapshot, on the control thread.
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = ::getaddrinfo(hp->host.c_str(), nullptr, &hints, &res);
+  if (rc != 0 || !res)
+    return core::Error(fmt::format("cannot resolve \"{}\": {}", hp->host, gai_strerror(rc)));
+  tcp::endpoint ep;
+  if (res->ai_family == AF_INET6) {
+    auto* sa = reinterpret_cast<sockaddr_in6*>(res->ai_addr);
+    asio::ip::address_v6::bytes_type b;
+    std::memcpy(b.data(), &sa->sin6_addr, 16);
+    ep = tcp::endpoint(asio::ip::address_v6(b), hp->port);
+  } else {
+    auto* sa = reinterpret_cast<sockaddr_in*>(res->ai_addr);
+    ep = tcp::endpoint(asio::ip::address_v4(ntohl(sa->sin_addr.s_addr)), hp->port);
+  }
+  ::freeaddrinfo(res);
+  return ep;
+}
+
+struct AdminResponse {
+  http::status status = http::status::ok;
+  std::string body;
+};
+
+AdminResponse json_error(http::status status, std::string_view message) {
+  return {status, json{{"error", message}}.dump()};
+}
+
+}  // namespace
+
+struct Proxy::Impl {
+  explicit Impl(ProxyOptions options) {
+    shared.options = std::move(options);
+    shared.clock = &core::RealClock::instance();
+    if (shared.options.workers < 1) shared.options.workers = 1;
+  }
+
+  Shared shared;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::unique_ptr<asio::io_context> control;
+  std::thread control_thread;
+  std::shared_ptr<local::acceptor> admin;
+  bool started = false;
+
+  mutable std::mutex mu;  // guards the members below for readers outside the control thread
+  std::shared_ptr<const RouteSnapshot> snapshot = std::make_shared<RouteSnapshot>();
+  std::map<std::string, uint16_t> ports;                        // listener address -> bound port
+  std::map<std::string, std::shared_ptr<TargetHealth>> health;  // target id -> health
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<TargetStats>> stats;
+  std::vector<std::shared_ptr<TargetHealth>> draining;
+
+  // ---- snapshot application (control thread) ----
+
+  struct ApplyError {
+    http::status status;
+    std::string message;
+  };
+
+  std::optional<ApplyError> apply(const RouteSnapshot& next, bool persist) {
+    // Resolve every target first: nothing changes if one is bad.
+    std::map<std::string, tcp::endpoint> endpoints;
+    for (const auto& g : next.target_groups)
+      for (const auto& t : g.targets) {
+        auto ep = resolve(t.address);
+        if (!ep.ok())
+          return ApplyError{
+              http::status::bad_request,
+              fmt::format("target {} of group {}: {}", t.id, g.name, ep.error().message)};
+        endpoints[g.name + '\0' + t.id] = *ep;
+      }
+
+    std::shared_ptr<const RouteSnapshot> old;
+    {
+      std::lock_guard lock(mu);
+      old = snapshot;
+    }
+    // Bind new listener addresses, one SO_REUSEPORT socket per worker.
+    std::set<std::string> old_addresses;
+    for (const auto& l : old->listeners) old_addresses.insert(l.address);
+    std::set<std::string> new_addresses;
+    std::map<std::string, std::vector<int>> bound;
+    std::map<std::string, uint16_t> new_ports;
+    auto close_bound = [&] {
+      for (auto& [_, fds] : bound)
+        for (int fd : fds) ::close(fd);
+    };
+    for (const auto& l : next.listeners) {
+      new_addresses.insert(l.address);
+      if (old_addresses.count(l.address)) continue;
+      auto ep = resolve(l.address);
+      if (!ep.ok()) {
+        close_bound();
+        return ApplyError{http::status::bad_request,
+                          fmt::format("listener {}: {}", l.name, ep.error().message)};
+      }
+      auto& fds = bound[l.address];
+      for (size_t w = 0; w < workers.size(); ++w) {
+        auto fd = bind_listener(*ep);
+        if (!fd.ok()) {
+          close_bound();
+          return ApplyError{http::status::unprocessable_entity,
+                            fmt::format("cannot bind listener {} on {}: {}", l.name, l.address,
+                                        fd.error().message)};
+        }
+        fds.push_back(*fd);
+        // Port 0 (tests): every worker's socket takes the port the first one got.
+        if (w == 0) {
+          new_ports[l.address] = bound_port(*fd);
+          ep->port(new_ports[l.address]);
+        }
+      }
+    }
+    std::vector<std::string> removed_addresses;
+    for (const auto& a : old_addresses)
+      if (!new_addresses.count(a)) removed_addresses.push_back(a);
+
+    if (persist && !shared.options.state_file.empty()) {
+      auto w = core::write_file_atomic(shared.options.state_file, to_json(next), 0600);
+      if (!w.ok()) {
+        close_bound();
+        return ApplyError{http::status::internal_server_error,
+                          "cannot persist the snapshot: " + w.error().message};
+      }
+    }
+
+    // Health per target id (kept across snapshots), stats per (group, target).
+    auto table = std::make_shared<RouteTable>();
+    table->version = next.version;
+    std::map<std::string, std::shared_ptr<TargetHealth>> next_health;
+    std::vector<std::shared_ptr<TargetHealth>> started_checks;
+    std::map<std::string, size_t> group_index;
+    {
+      std::lock_guard lock(mu);
+      for (const auto& g : next.target_groups) {
+        group_index[g.name] = table->groups.size();
+        GroupEntry ge;
+        ge.name = g.name;
+        for (const auto& t : g.targets) {
+          std::shared_ptr<TargetHealth> h;
+          if (auto it = next_health.find(t.id); it != next_health.end()) {
+            h = it->second;
+          } else if (auto old_it = health.find(t.id);
+                     old_it != health.end() && old_it->second->address == t.address &&
+                     old_it->second->state.load() != HealthState::Draining) {
+            h = old_it->second;
+          } else {
+            h = std::make_shared<TargetHealth>();
+            h->id = t.id;
+            h->address = t.address;
+            started_checks.push_back(h);
+          }
+          if (h->group.empty() || h->group == g.name || !next_health.count(t.id)) {
+            h->check = g.health;
+            h->group = g.name;
+          }
+          next_health[t.id] = h;
+          auto& st = stats[{g.name, t.id}];
+          if (!st) st = std::make_shared<TargetStats>();
+          ge.targets.push_back(TargetEntry{t.id, endpoints[g.name + '\0' + t.id], h, st});
+        }
+        table->groups.push_back(std::move(ge));
+      }
+      // Targets that left the snapshot drain.
+      auto now = shared.clock->now();
+      for (auto& [id, h] : health) {
+        if (next_health.count(id) && next_health[id] == h) continue;
+        h->state.store(HealthState::Draining);
+        h->stopped = true;
+        const auto* g = old->find_group(h->group);
+        h->drain_deadline = now + std::chrono::milliseconds(g ? g->drain_timeout_ms : 0);
+        draining.push_back(h);
+      }
+      // Stats of targets no longer in any group go away.
+      for (auto it = stats.begin(); it != stats.end();) {
+        const auto* g = next.find_group(it->first.first);
+        bool present = false;
+        if (g)
+          for (const auto& t : g->targets) present = present || t.id == it->first.second;
+        it = present ? std::next(it) : stats.erase(it);
+      }
+      health = std::move(next_health);
+    }
+    for (const auto& l : next.listeners) {
+      ListenerEntry le;
+      le.name = l.name;
+      le.weights.assign(table->groups.size(), 0);
+      for (const auto& r : l.routes) {
+        le.weights[group_index[r.target_group]] = r.weight;
+        le.total_weight += r.weight;
+      }
+      table->listener_by_address[l.address] = table->listeners.size();
+      table->listeners.push_back(std::move(le));
+    }
+
+    // Hand the table and sockets to every worker and wait until each has switched.
+    std::shared_ptr<const RouteTable> frozen = table;
+    std::latch done(static_cast<std::ptrdiff_t>(workers.size()));
+    for (size_t w = 0; w < workers.size(); ++w) {
+      std::vector<Worker::NewListener> add;
+      for (auto& [address, fds] : bound) add.push_back({address, fds[w]});
+      auto* worker = workers[w].get();
+      asio::post(worker->io_context(),
+                 [worker, frozen, add = std::move(add), removed_addresses, &done]() mutable {
+                   worker->apply(frozen, std::move(add), std::move(removed_addresses));
+                   done.count_down();
+                 });
+    }
+    done.wait();
+    {
+      std::lock_guard lock(mu);
+      snapshot = std::make_shared<const RouteSnapshot>(next);
+      for (const auto& a : removed_addresses) ports.erase(a);
+      for (const auto& [a, p] : new_ports) ports[a] = p;
+    }
+    for (auto& h : started_checks) asio::co_spawn(*control, health_loop(h), asio::detached);
+    core::logger()->info("[proxy] applied snapshot version {} ({} listeners, {} target groups)",
+                         next.version, next.listeners.size(), next.target_groups.size());
+    return std::nullopt;
+  }
+
+  // ---- health checks (control thread) ----
+
+  asio::awaitable<std::optional<std::string>> probe(const TargetHealth& h) {
+    auto ep = resolve(h.address);
+    if (!ep.ok()) co_return ep.error().message;
+    beast::tcp_stream stream(*control);
+    stream.expires_after(std::chrono::milliseconds(h.check.timeout_ms));
+    auto [cec] = co_await stream.async_connect(*ep, kTok);
+    if (cec) co_return "connect: " + cec.message();
+    http::request<http::empty_body> req{http::verb::get, h.check.path, 11};
+    req.set(http::field::host, h.address);
+    req.set(http::field::user_agent, "cutover-health-check");
+    req.keep_alive(false);
+    auto [wec, wn] = co_await http::async_write(stream, req, kTok);
+    if (wec) co_return "send: " + wec.message();
+    beast::flat_buffer buf;
+    http::response_parser<http::empty_body> parser;
+    parser.header_limit(16 * 1024);
+    auto [rec, rn] = co_await http::async_read_header(stream, buf, parser, kTok);
+    if (rec) co_return rec == beast::error::timeout ? std::string("timed out") : rec.message();
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    int status = parser.get().result_int();
+    auto matcher = StatusMatcher::parse(h.check.matcher);
+    if (matcher.ok() && matcher->matches(status)) co_return std::nullopt;
+    co_return fmt::format("status {} does not match {}", status, h.check.matcher);
+  }
+
+  asio::awaitable<void> health_loop(std::shared_ptr<TargetHealth> h) {
+    asio::steady_timer timer(*control);
+    while (!h->stopped && !shared.stopping.load()) {
+      auto failure = co_await probe(*h);
+      if (h->stopped) break;
+      int interval_ms = 0;
+      {
+        std::lock_guard lock(mu);
+        auto before = h->state.load();
+        if (!failure) {
+          h->consecutive_successes++;
+          h->consecutive_failures = 0;
+          h->last_error.clear();
+          if (before != HealthState::Healthy &&
+              h->consecutive_successes >= h->check.healthy_threshold)
+            h->state.store(HealthState::Healthy);
+        } else {
+          h->consecutive_failures++;
+          h->consecutive_successes = 0;
+          h->last_error = *failure;
+          if (before != HealthState::Unhealthy &&
+              h->consecutive_failures >= h->check.unhealthy_threshold)
+            h->state.store(HealthState::Unhealthy);
+        }
+        if (h->state.load() != before)
+          core::logger()->info("[proxy] target {} ({}) is {}{}", h->id, h->address,
+                               to_string(h->state.load()), failure ? ": " + *failure : "");
+        interval_ms = h->check.interval_ms;
+      }
+      timer.expires_after(std::chrono::milliseconds(interval_ms));
+      auto [ec] = co_await timer.async_wait(kTok);
+      if (ec) break;
+    }
+  }
+
+  // Forgets draining targets once idle or past their drain timeout.
+  asio::awaitable<void> sweep_loop() {
+    asio::steady_timer timer(*control);
+    while (!shared.stopping.load()) {
+      timer.expires_after(std::chrono::milliseconds(100));
+      auto [ec] = co_await timer.async_wait(kTok);
+      if (ec) co_return;
+      std::lock_guard lock(mu);
+      auto now = shared.clock->now();
+      std::erase_if(draining, [&](const std::shared_ptr<TargetHealth>& h) {
+        return h->in_flight.load() == 0 || now >= h->drain_deadline;
+      });
+    }
+  }
+
+  // ---- admin API (control thread) ----
+
+  json targets_json() {
+    std::lock_guard lock(mu);
+    json groups = json::array();
+    auto entry = [](const TargetHealth& h) {
+      return json{{"id", h.id},
+                  {"address", h.address},
+                  {"state", to_string(h.state.load())},
+                  {"consecutive_successes", h.consecutive_successes},
+                  {"consecutive_failures", h.consecutive_failures},
+                  {"last_error", h.last_error},
+                  {"in_flight", h.in_flight.load()}};
+    };
+    for (const auto& g : snapshot->target_groups) {
+      json targets = json::array();
+      for (const auto& t : g.targets)
+        if (auto it = health.find(t.id); it != health.end()) targets.push_back(entry(*it->second));
+      for (const auto& h : draining)
+        if (h->group == g.name) targets.push_back(entry(*h));
+      groups.push_back({{"name", g.name}, {"targets", targets}});
+    }
+    // Draining targets whose group is gone entirely.
+    std::map<std::string, json> orphans;
+    for (const auto& h : draining)
+      if (!snapshot->find_group(h->group)) orphans[h->group].push_back(entry(*h));
+    for (auto& [name, targets] : orphans) groups.push_back({{"name", name}, {"targets", targets}});
+    return json{{"version", snapshot->version}, {"target_groups", groups}};
+  }
+
+  json stats_json() {
+    std::lock_guard lock(mu);
+    std::map<std::string, json> groups;
+    for (const auto& g : snapshot->target_groups) groups[g.name] = json::array();
+    for (const auto& [key, st] : stats) {
+      json buckets = json::array();
+      uint64_t cumulative = 0;
+      for (size_t i = 0; i < st->latency.size(); ++i) {
+        cumulative += st->latency[i].load();
+        json le = i < kLatencyBucketsMs.size() ? json(kLatencyBucketsMs[i]) : json("+Inf");
+        buckets.push_back({{"le", le}, {"count", cumulative}});
+      }
+      auto h = health.find(key.second);
+      groups[key.first].push_back(
+          {{"id", key.second},
+           {"address", h != health.end() ? h->second->address : ""},
+           {"requests",
+            {{"2xx", st->by_class[0].load()},
+             {"3xx", st->by_class[1].load()},
+             {"4xx", st->by_class[2].load()},
+             {"5xx", st->by_class[3].load()}}},
+           {"upstream_errors", st->upstream_errors.load()},
+           {"in_flight", h != health.end() ? h->second->in_flight.load() : 0},
+           {"latency_ms",
+            {{"buckets", buckets},
+             {"sum", st->latency_sum_ms.load()},
+             {"count", st->latency_count.load()}}}});
+    }
+    json out = json::array();
+    for (auto& [name, targets] : groups) out.push_back({{"name", name}, {"targets", targets}});
+    return json{{"version", snapshot->version}, {"target_groups", out}};
+  }
+
+  std::string metrics_text() {
+    json s = stats_json();
+    json t = targets_json();
+    std::string out;
+    out += "# HELP cutover_proxy_snapshot_version Version of the applied route snapshot.\n";
+    out += "# TYPE cutover_proxy_snapshot_version gauge\n";
+    out += fmt::format("cutover_proxy_snapshot_version {}\n", s["version"].get<uint64_t>());
+    out += "# HELP cutover_proxy_requests_total Responses by target and status class.\n";
+    out += "# TYPE cutover_proxy_requests_total counter\n";
+    std::string errors =
+        "# HELP cutover_proxy_upstream_errors_total Failed connects, resets and timeouts.\n"
+        "# TYPE cutover_proxy_upstream_errors_total counter\n";
+    std::string latency =
+        "# HELP cutover_proxy_target_latency_ms Time to the target's response header.\n"
+        "# TYPE cutover_proxy_target_latency_ms histogram\n";
+    for (const auto& g : s["target_groups"]) {
+      std::string group = g["name"].get<std::string>();
+      for (const auto& tg : g["targets"]) {
+        std::string labels =
+            fmt::format("target_group=\"{}\",target=\"{}\"", group, tg["id"].get<std::string>());
+        for (const char* cls : {"2xx", "3xx", "4xx", "5xx"})
+          out += fmt::format("cutover_proxy_requests_total{{{},code=\"{}\"}} {}\n", labels, cls,
+                             tg["requests"][cls].get<uint64_t>());
+        errors += fmt::format("cutover_proxy_upstream_errors_total{{{}}} {}\n", labels,
+                              tg["upstream_errors"].get<uint64_t>());
+        for (const auto& b : tg["latency_ms"]["buckets"]) {
+          std::string le = b["le"].is_string() ? b["le"].get<std::string>() : b["le"].dump();
+          latency += fmt::format("cutover_proxy_target_latency_ms_bucket{{{},le=\"{}\"}} {}\n",
+                                 labels, le, b["count"].get<uint64_t>());
+        }
+        latency += fmt::format("cutover_proxy_target_latency_ms_sum{{{}}} {}\n", labels,
+                               tg["latency_ms"]["sum"].get<uint64_t>());
+        latency += fmt::format("cutover_proxy_target_latency_ms_count{{{}}} {}\n", labels,
+                               tg["latency_ms"]["count"].get<uint64_t>());
+      }
+    }
+    out += errors + latency;
+    out += "# HELP cutover_proxy_target_healthy 1 if the target receives traffic.\n";
+    out += "# TYPE cutover_proxy_target_healthy gauge\n";
+    for (const auto& g : t["target_groups"])
+      for (const auto& tg : g["targets"])
+        out += fmt::format("cutover_proxy_target_healthy{{target_group=\"{}\",target=\"{}\"}} {}\n",
+                           g["name"].get<std::string>(), tg["id"].get<std::string>(),
+                           tg["state"] == "healthy" ? 1 : 0);
+    return out;
+  }
+
+  AdminResponse handle_admin(const http::request<http::string_body>& req, bool& prometheus) {
+    std::string_view target = req.target();
+    if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+    if (target == "/snapshot" && req.method() == http::verb::put) {
+      auto parsed = parse_snapshot(req.body());
+      if (!parsed.ok()) return json_error(http::status::bad_request, parsed.error().message);
+      std::shared_ptr<const RouteSnapshot> current;
+      {
+        std::lock_guard lock(mu);
+        current = snapshot;
+      }
+      if (parsed->version < current->version)
+        return json_error(http::status::conflict,
+                          fmt::format("snapshot version {} is older than the applied version {}",
+                                      parsed->version, current->version));
+      if (parsed->version == current->version) {
+        if (*parsed == *current)
+          return {http::status::ok, json{{"version", current->version}, {"changed", false}}.dump()};
+        return json_error(
+            http::status::conflict,
+            fmt::format("snapshot version {} is already applied with different content; "
+                        "send a higher version",
+                        parsed->version));
+      }
+      if (auto err = apply(*parsed, /*persist=*/true)) return json_error(err->status, err->message);
+      return {http::status::ok, json{{"version", parsed->version}, {"changed", true}}.dump()};
+    }
+    if (req.method() != http::verb::get)
+      return json_error(http::status::method_not_allowed,
+                        fmt::format("{} {} is not supported", std::string(req.method_string()),
+                                    std::string(target)));
+    if (target == "/snapshot") {
+      std::lock_guard lock(mu);
+      return {http::status::ok, to_json(*snapshot)};
+    }
+    if (target == "/health") {
+      std::lock_guard lock(mu);
+      return {http::status::ok,
+              json{{"status", "ok"}, {"version", snapshot->version}, {"pid", ::getpid()}}.dump()};
+    }
+    if (target == "/targets") return {http::status::ok, targets_json().dump()};
+    if (target == "/stats") return {http::status::ok, stats_json().dump()};
+    if (target == "/metrics") {
+      prometheus = true;
+      return {http::status::ok, metrics_text()};
+    }
+    return json_error(http::status::not_found, fmt::format("no such endpoint: {}", target));
+  }
+
+  asio::awaitable<void> admin_session(local::socket socket) {
+    beast::basic_stream<local, asio::any_io_executor, beast::unlimited_rate_policy> stream(
+        std::move(socket));
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(64 * 1024);
+      parser.body_limit(64 * 1024 * 1024);
+      stream.expires_after(std::chrono::seconds(30));
+      auto [ec, n] = co_await http::async_read(stream, buffer, parser, kTok);
+      if (ec) {
+        if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
+            ec != asio::error::operation_aborted && parser.got_some()) {
+          auto r = json_error(http::status::bad_request, ec.message());
+          http::response<http::string_body> res{r.status, 11, r.body};
+          res.set(http::field::content_type, "application/json");
+          res.keep_alive(false);
+          res.prepare_payload();
+          co_await http::async_write(stream, res, kTok);
+        }
+        break;
+      }
+      auto& req = parser.get();
+      bool prometheus = false;
+      AdminResponse r = handle_admin(req, prometheus);
+      http::response<http::string_body> res{r.status, 11, std::move(r.body)};
+      res.set(http::field::content_type,
+              prometheus ? "text/plain; version=0.0.4" : "application/json");
+      res.keep_alive(req.keep_alive());
+      res.prepare_payload();
+      stream.expires_after(std::chrono::seconds(30));
+      auto [wec, wn] = co_await http::async_write(stream, res, kTok);
+      if (wec || !req.keep_alive()) break;
+    }
+    boost::system::error_code ignored;
+    stream.socket().shutdown(local::socket::shutdown_send, ignored);
+  }
+
+  asio::awaitable<void> admin_loop(std::shared_ptr<local::acceptor> acceptor) {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor->async_accept(kTok);
+      if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+      if (ec) {
+        asio::steady_timer t(*control, std::chrono::milliseconds(50));
+        co_await t.async_wait(kTok);
+        continue;
+      }
+      asio::co_spawn(*control, admin_session(std::move(socket)), asio::detached);
+    }
+  }
+
+  // ---- lifecycle ----
+
+  core::Result<void> start() {
+    if (started) return core::Error("proxy already started");
+    control = std::make_unique<asio::io_context>(1);
+    for (int i = 0; i < shared.options.workers; ++i)
+      workers.push_back(std::make_unique<Worker>(shared, i));
+    // Admin socket first: without it nobody can drive this proxy.
+    const auto& path = shared.options.admin_socket;
+    if (path.empty()) return core::Error("no admin socket path given");
+    std::error_code fec;
+    if (std::filesystem::is_socket(path, fec)) std::filesystem::remove(path, fec);
+    auto acceptor = std::make_shared<local::acceptor>(*control);
+    boost::system::error_code ec;
+    acceptor->open(local(), ec);
+    if (!ec) acceptor->bind(local::endpoint(path.string()), ec);
+    if (!ec) ::chmod(path.c_str(), 0600);
+    if (!ec) acceptor->listen(64, ec);
+    if (ec) {
+      workers.clear();
+      control.reset();
+      return core::Error(
+          fmt::format("cannot listen on admin socket {}: {}", path.string(), ec.message()));
+    }
+    admin = acceptor;
+    for (auto& w : workers) w->start();
+    started = true;
+
+    // Serve the persisted snapshot right away.
+    if (!shared.options.state_file.empty() && std::filesystem::exists(shared.options.state_file)) {
+      auto text = core::read_file(shared.options.state_file);
+      auto parsed = text.ok() ? parse_snapshot(*text) : core::Result<RouteSnapshot>(text.error());
+      if (!parsed.ok()) {
+        core::logger()->error("[proxy] ignoring state file {}: {}",
+                              shared.options.state_file.string(), parsed.error().message);
+      } else if (auto err = apply(*parsed, /*persist=*/false)) {
+        core::logger()->error("[proxy] cannot serve persisted snapshot version {}: {}",
+                              parsed->version, err->message);
+      }
+    }
+    asio::co_spawn(*control, admin_loop(acceptor), asio::detached);
+    asio::co_spawn(*control, sweep_loop(), asio::detached);
+    control_thread = std::thread([this] {
+      auto guard = asio::make_work_guard(*control);
+      control->run();
+    });
+    core::logger()->info("[proxy] started: admin socket {}, {} worker(s), snapshot version {}",
+                         path.string(), workers.size(), snapshot->version);
+    return core::ok();
+  }
+
+  void stop() {
+    if (!started) return;
+    started = false;
+    // Admin and health checks stop first; then listeners close and in-flight requests finish.
+    shared.stopping.store(true);
+    control->stop();
+    if (control_thread.joinable()) control_thread.join();
+    boost::system::error_code ec;
+    admin->close(ec);
+    for (auto& w : workers) {
+      auto* worker = w.get();
+      asio::post(worker->io_context(), [worker] { worker->begin_shutdown(); });
+    }
+    auto deadline = shared.clock->now() + shared.options.shutdown_grace;
+    while (shared.active_requests.load() > 0 && shared.clock->now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (auto& w : workers) w->join();
+    workers.clear();
+    admin.reset();
+    control.reset();
+    std::error_code fec;
+    std::filesystem::remove(shared.options.admin_socket, fec);
+    core::logger()->info("[proxy] stopped");
+  }
+};
+
+Proxy::Proxy(ProxyOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Proxy::~Proxy() { stop(); }
+core::Result<void> Proxy::start() { return impl_->start(); }
+void Proxy::stop() { impl_->stop(); }
+
+std::uint64_t Proxy::version() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->snapshot->version;
+}
+
+std::optional<std::uint16_t> Proxy::listener_port(std::string_view listener_name) const {
+  std::lock_guard lock(impl_->mu);
+  for (const auto& l : impl_->snapshot->listeners)
+    if (l.name == listener_name) {
+      auto it = impl_->ports.find(l.address);
+      if (it != impl_->ports.end()) return it->second;
+    }
+  return std::nullopt;
+}
+
+int run_proxy(const ProxyOptions& options) {
+  // SIGTERM/SIGINT are blocked before any thread starts, so only sigwait() below receives them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  Proxy proxy(options);
+  auto started = proxy.start();
+  if (!started.ok()) {
+    core::logger()->error("[proxy] {}", started.error().message);
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&set, &sig);
+  core::logger()->info("[proxy] received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  proxy.stop();
+  return 0;
+}
+
+}  // namespace cutover::proxy

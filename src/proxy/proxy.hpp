@@ -1,0 +1,97 @@
+// The data plane: `cutover proxy`, a separate process that outlives the controller (DESIGN.md §4).
+// It serves HTTP/1.1 on the listeners of its current RouteSnapshot, chooses a target group per
+// request by smooth weighted round robin and a healthy target inside it by round robin, runs the
+// active health checks of every target itself, and is driven through an admin API (HTTP/1.1 on a
+// Unix socket, mode 0600):
+//   PUT /snapshot   body = snapshot JSON. 200 applied (or same version + same content: no-op),
+//                   400 invalid, 409 older version / same version with other content,
+//                   422 a listener cannot be bound (the old snapshot stays), 500 not persisted.
+//                   The snapshot is persisted to state_file before the 200.
+//   GET /snapshot   the current snapshot ({"version":0,...} before the first one)
+//   GET /health     {"status":"ok","version":N,"pid":P}
+//   GET /targets    {"version":N,"target_groups":[{"name":..,"targets":[{"id","address",
+//                   "state":"initial|healthy|unhealthy|draining","consecutive_successes",
+//                   "consecutive_failures","last_error"}]}]}
+//   GET /stats      {"version":N,"target_groups":[{"name":..,"targets":[{"id","address",
+//                   "requests":{"2xx","3xx","4xx","5xx"},"upstream_errors","in_flight",
+//                   "latency_ms":{"buckets":[{"le":5,"count":n},..,{"le":"+Inf",..}],
+//                   "sum","count"}}]}]}      counters are cumulative (cumulative histogram)
+//   GET /metrics    the same as Prometheus text
+//
+// Health state per target (kept per target id across snapshots; DESIGN.md §3.1: traffic only in
+// state healthy):
+//
+//      new target ──▶ initial ──healthy_threshold OK──▶ healthy ◀──healthy_threshold OK──┐
+//                        │                                 │                             │
+//                        └──unhealthy_threshold failed──▶ unhealthy ◀─unhealthy_threshold┘
+//                                                            failed
+//      removed from the snapshot ──▶ draining (no new requests; in-flight ones finish, pooled
+//                                    connections close) ──▶ gone after drain_timeout_ms or when
+//                                    idle
+//
+// Threads: `workers` threads each run one event loop with their own SO_REUSEPORT listening
+// sockets, upstream connection pools and round-robin state; one control thread runs the admin API
+// and the health checks. Routes reach workers as shared_ptr<const> tables posted to each loop; the
+// request path takes no lock.
+//
+// Thread-safety: Proxy's methods may be called from any thread, but start()/stop() not
+// concurrently with each other.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string_view>
+
+#include "core/result.hpp"
+
+namespace cutover::proxy {
+
+struct ProxyOptions {
+  std::filesystem::path admin_socket;  // Unix socket of the admin API (created, mode 0600)
+  std::filesystem::path state_file;    // persisted snapshot; empty = no persistence
+  int workers = 1;                     // event-loop threads serving listeners
+
+  // Limits and timeouts (every wait has one; STYLE.md).
+  std::size_t max_header_bytes = 16 * 1024;   // request or response header; more -> 431 / 502
+  std::uint64_t max_body_bytes = 1ULL << 30;  // per request; more -> 413
+  std::chrono::milliseconds header_timeout{10'000};        // first request header -> 408
+  std::chrono::milliseconds idle_timeout{60'000};          // client keep-alive between requests
+  std::chrono::milliseconds body_timeout{60'000};          // between body reads/writes
+  std::chrono::milliseconds connect_timeout{3'000};        // upstream connect -> 504
+  std::chrono::milliseconds response_timeout{60'000};      // upstream response header -> 504
+  std::chrono::milliseconds upstream_idle_timeout{4'000};  // pooled keep-alive connection
+  std::size_t max_idle_per_target = 64;             // pooled connections per target per worker
+  std::chrono::milliseconds shutdown_grace{5'000};  // in-flight requests at stop()
+};
+
+class Proxy {
+ public:
+  explicit Proxy(ProxyOptions options);
+  ~Proxy();  // stop()
+  Proxy(const Proxy&) = delete;
+  Proxy& operator=(const Proxy&) = delete;
+
+  // Loads state_file if present (a bad file is logged and ignored), binds its listeners, starts
+  // the workers, the health checks and the admin API. Fails if the admin socket cannot be bound.
+  core::Result<void> start();
+  // Closes listeners and the admin socket, lets in-flight requests finish up to shutdown_grace,
+  // then stops all threads. Idempotent.
+  void stop();
+
+  std::uint64_t version() const;
+  // The port a listener (by name) is bound to; tests use "127.0.0.1:0" listeners.
+  std::optional<std::uint16_t> listener_port(std::string_view listener_name) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The blocking entry point of `cutover proxy`: start(), wait for SIGTERM or SIGINT, stop().
+// Returns the process exit code.
+int run_proxy(const ProxyOptions& options);
+
+}  // namespace cutover::proxy

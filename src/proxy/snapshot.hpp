@@ -1,0 +1,104 @@
+// RouteSnapshot: the whole routing state of the proxy at one version, as the controller sends it
+// to `PUT /snapshot` and as the proxy persists it in its state file. A snapshot is a value:
+// listeners (address + weighted routes to target groups) and target groups (targets, health
+// check, drain timeout). The proxy applies a snapshot atomically: every request sees one version.
+//
+// JSON format (exactly what parse_snapshot() accepts and to_json() produces):
+//   {"version": 7,
+//    "listeners": [{"name": "hello/production", "address": "127.0.0.1:8000",
+//                   "routes": [{"target_group": "hello-blue", "weight": 10000}]}],
+//    "target_groups": [{"name": "hello-blue",
+//                       "targets": [{"id": "task-1a2b", "address": "127.0.0.1:30001"}],
+//                       "health": {"path": "/health", "interval_ms": 1000, "timeout_ms": 1000,
+//                                  "healthy_threshold": 2, "unhealthy_threshold": 3,
+//                                  "matcher": "200-299"},
+//                       "drain_timeout_ms": 30000}]}
+// Weights are integers in 0.01% units (0..10000); per listener they sum to 10000, or are all 0
+// (the listener then answers 503). "health" and "drain_timeout_ms" may be omitted (defaults
+// below); "matcher" is "200", "200-299" or a comma list of both forms ("200,302-304").
+//
+// Thread-safety: value types and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.hpp"
+
+namespace cutover::proxy {
+
+inline constexpr int kWeightTotal = 10000;  // 100.00%
+
+struct Route {
+  std::string target_group;
+  int weight = 0;  // 0..kWeightTotal
+  bool operator==(const Route&) const = default;
+};
+
+struct Listener {
+  std::string name;     // "hello/production"; unique in a snapshot
+  std::string address;  // "127.0.0.1:8000" or "[::1]:8000"; unique in a snapshot
+  std::vector<Route> routes;
+  bool operator==(const Listener&) const = default;
+};
+
+struct Target {
+  std::string id;       // task id; unique within its target group
+  std::string address;  // "127.0.0.1:30001"
+  bool operator==(const Target&) const = default;
+};
+
+struct HealthCheck {
+  std::string path = "/health";
+  int interval_ms = 1000;
+  int timeout_ms = 1000;
+  int healthy_threshold = 2;
+  int unhealthy_threshold = 3;
+  std::string matcher = "200-299";
+  bool operator==(const HealthCheck&) const = default;
+};
+
+struct TargetGroup {
+  std::string name;  // unique in a snapshot
+  std::vector<Target> targets;
+  HealthCheck health;
+  int drain_timeout_ms = 30000;
+  bool operator==(const TargetGroup&) const = default;
+};
+
+struct RouteSnapshot {
+  std::uint64_t version = 0;  // 0 = nothing applied yet
+  std::vector<Listener> listeners;
+  std::vector<TargetGroup> target_groups;
+  bool operator==(const RouteSnapshot&) const = default;
+
+  const TargetGroup* find_group(std::string_view name) const;
+};
+
+// Parses and validates. Errors name the JSON path: "listeners[0].routes[1].weight: must be
+// 0..10000, got 12000".
+core::Result<RouteSnapshot> parse_snapshot(std::string_view json);
+// Checks the rules above (unique names, known target groups, weights, addresses, thresholds).
+core::Result<void> validate(const RouteSnapshot& snapshot);
+std::string to_json(const RouteSnapshot& snapshot);
+
+// "127.0.0.1:8000" / "[::1]:8000" / "localhost:80" -> host and port. Port must be 0..65535.
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+};
+core::Result<HostPort> parse_host_port(std::string_view address);
+
+// A status matcher ("200-299", "200,302") checked against a status code.
+class StatusMatcher {
+ public:
+  static core::Result<StatusMatcher> parse(std::string_view text);
+  bool matches(int status) const;
+
+ private:
+  std::vector<std::pair<int, int>> ranges_;
+};
+
+}  // namespace cutover::proxy
