@@ -1,6 +1,8 @@
 // The typed repositories: one section per table, each public method one transaction.
 #include <sodium.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -223,6 +225,16 @@ std::string audit_hash(const AuditEntry& a) {
   char hex[crypto_hash_sha256_BYTES * 2 + 1];
   sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
   return hex;
+}
+
+constexpr const char* kUpsertMeta =
+    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
+    "DO UPDATE SET value = excluded.value";
+constexpr std::string_view kReservedMetaPrefix = "store.";
+constexpr const char* kAuditHeadKey = "store.audit_head";
+
+std::string audit_head(int64_t seq, const std::string& hash) {
+  return fmt::format("{} {}", seq, hash);
 }
 
 // Next per-parent sequence number in a (parent, seq) keyed table.
@@ -559,11 +571,24 @@ Result<AuditEntry> Store::append_audit(const std::string& actor, const std::stri
     a.prev_hash = std::string(kGenesisHash);
     a.seq = 1;
     {
+      // Link to the recorded head rather than to the last row: if entries were removed from the
+      // end, the new entry then does not follow the survivors and the gap stays visible.
       STORE_ASSIGN(st, impl_->query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"));
       STORE_ASSIGN(row, st.step());
       if (row) {
         a.seq = st.int64(0) + 1;
         a.prev_hash = st.text(1);
+      }
+    }
+    {
+      STORE_ASSIGN(st, impl_->query("SELECT value FROM meta WHERE key = ?", kAuditHeadKey));
+      STORE_ASSIGN(row, st.step());
+      if (row) {
+        const std::string head = st.text(0);
+        const size_t space = head.find(' ');
+        const int64_t head_seq = std::strtoll(head.c_str(), nullptr, 10);
+        if (space != std::string::npos) a.prev_hash = head.substr(space + 1);
+        a.seq = std::max(a.seq, head_seq + 1);
       }
     }
     a.time = impl_->now_ms();
@@ -577,6 +602,10 @@ Result<AuditEntry> Store::append_audit(const std::string& actor, const std::stri
                                   a.seq, a.time, a.actor, a.action, a.subject, a.detail_json,
                                   a.prev_hash, a.hash));
     STORE_TRY(st.run());
+    // The head lets verify_audit_chain notice entries removed from the end of the chain, which
+    // the links between the remaining entries cannot show.
+    STORE_ASSIGN(head, impl_->query(kUpsertMeta, kAuditHeadKey, audit_head(a.seq, a.hash)));
+    STORE_TRY(head.run());
     return a;
   });
 }
@@ -589,7 +618,7 @@ Result<void> Store::verify_audit_chain() {
     int64_t prev_seq = 0;
     for (;;) {
       STORE_ASSIGN(row, st.step());
-      if (!row) return core::ok();
+      if (!row) break;
       STORE_ASSIGN(a, read_audit(st));
       if (a.prev_hash != expected_prev) {
         return Error(fmt::format(
@@ -606,6 +635,16 @@ Result<void> Store::verify_audit_chain() {
       expected_prev = a.hash;
       prev_seq = a.seq;
     }
+    STORE_ASSIGN(head_st, impl_->query("SELECT value FROM meta WHERE key = ?", kAuditHeadKey));
+    STORE_ASSIGN(head_row, head_st.step());
+    const std::string head = head_row ? head_st.text(0) : audit_head(0, std::string(kGenesisHash));
+    if (head != audit_head(prev_seq, expected_prev)) {
+      return Error(fmt::format(
+          "store: audit chain truncated: the last entry is {} but the chain's head records "
+          "\"{}\" (entries were removed from the end)",
+          prev_seq, head));
+    }
+    return core::ok();
   });
 }
 
@@ -743,9 +782,10 @@ Result<std::optional<std::string>> Store::get_meta(const std::string& key) {
 
 Result<void> Store::set_meta(const std::string& key, const std::string& value) {
   return impl_->in_tx(true, [&]() -> Result<void> {
-    STORE_ASSIGN(st, impl_->query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
-                                  "DO UPDATE SET value = excluded.value",
-                                  key, value));
+    if (key.starts_with(kReservedMetaPrefix)) {
+      return Error(fmt::format("store: meta key \"{}\" is reserved for the store itself", key));
+    }
+    STORE_ASSIGN(st, impl_->query(kUpsertMeta, key, value));
     return st.run();
   });
 }

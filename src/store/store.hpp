@@ -256,7 +256,9 @@ class Store {
   core::Result<AuditEntry> append_audit(const std::string& actor, const std::string& action,
                                         const std::string& subject,
                                         const std::string& detail_json = "{}");
-  // Recomputes the whole chain; the error names the first row that does not match.
+  // Recomputes the whole chain; the error names the first entry that does not match, or says that
+  // entries were removed from the end. (Detects accidents and naive edits; someone who can rewrite
+  // the database file can also rewrite the whole chain — export hashes elsewhere for more.)
   core::Result<void> verify_audit_chain();
   core::Result<std::vector<AuditEntry>> list_audit(int64_t after_seq, int limit);  // oldest first
 
@@ -279,7 +281,8 @@ class Store {
   core::Result<void> set_live(const std::string& service, const std::string& release_id,
                               const std::string& color);
 
-  // Small key/value settings, e.g. "source.last_commit".
+  // Small key/value settings, e.g. "source.last_commit". Keys starting with "store." are the
+  // store's own (set_meta refuses them).
   core::Result<std::optional<std::string>> get_meta(const std::string& key);
   core::Result<void> set_meta(const std::string& key, const std::string& value);
 

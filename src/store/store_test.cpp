@@ -441,6 +441,26 @@ TEST_F(StoreTest, AuditChainDetectsDeletedEntry) {
   EXPECT_THAT(v.error().message, HasSubstr("entry 3"));
 }
 
+TEST_F(StoreTest, AuditChainDetectsTruncation) {
+  {
+    auto s = open();
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(s->append_audit("a", "b", "c").ok());
+    EXPECT_FALSE(s->set_meta("store.audit_head", "0 x").ok());  // reserved
+  }
+  raw_exec("DELETE FROM audit_log WHERE seq = 3");
+  auto s = open();
+  auto v = s->verify_audit_chain();
+  ASSERT_FALSE(v.ok());
+  EXPECT_THAT(v.error().message, HasSubstr("truncated"));
+  // Appending goes on from the recorded head, so the gap stays visible.
+  auto next = s->append_audit("a", "b", "c");
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->seq, 4);
+  v = s->verify_audit_chain();
+  ASSERT_FALSE(v.ok());
+  EXPECT_THAT(v.error().message, HasSubstr("entry 4: it does not follow entry 2"));
+}
+
 TEST_F(StoreTest, OutboxKeepsOrderAndCommitsWithDecision) {
   auto s = open();
   ASSERT_TRUE(s);
