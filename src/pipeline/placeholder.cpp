@@ -1,2 +1,2 @@
 // placeholder: replaced as the module is written.
-namespace cutover::proxy {}
+namespace cutover::pipeline {}
