@@ -312,11 +312,13 @@ Result<ExecutionResult> run_execution(const std::vector<StageSpec>& stages,
   for (size_t i = 0; i < stages.size(); ++i) {
     const StageSpec& stage = stages[i];
     StageResult sr{stage.name, {}};
+    int index = static_cast<int>(i);
     if (!result.succeeded) {
-      result.stages.push_back(std::move(sr));  // Skipped
+      sr.outcome.message = "skipped: an earlier stage did not succeed";
+      if (observer.on_stage_end) observer.on_stage_end(index, stage.name, sr.outcome);
+      result.stages.push_back(std::move(sr));
       continue;
     }
-    int index = static_cast<int>(i);
     if (observer.on_stage_start) observer.on_stage_start(index, stage.name);
     sr.outcome = StageRunner(stage, ctx, registry, observer, cancel).run();
     if (observer.on_log) {

@@ -27,7 +27,8 @@
 //
 // A `scan` stage calls scan::run_gate on the workspace: mode block fails the stage on a finding or
 // when the gate cannot run; mode report logs it and passes. An `approval` stage fails for now.
-// The first stage that does not succeed ends the execution; the stages after it are Skipped.
+// The first stage that does not succeed ends the execution; the stages after it are Skipped: for
+// them the Observer gets on_stage_end (status Skipped) but no on_stage_start, and no command runs.
 //
 // Thread-safety: run_execution is reentrant; run several executions on different threads with
 // different workspaces. Observer callbacks are called on the calling thread, in order.

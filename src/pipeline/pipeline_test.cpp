@@ -138,7 +138,8 @@ TEST_F(PipelineTest, FailingCommandStopsExecution) {
   EXPECT_FALSE(fs::exists(ctx_.workspace / "second-ran"));
   EXPECT_FALSE(logged("never"));
   EXPECT_EQ(result.message.rfind("first: ", 0), 0u);
-  EXPECT_EQ(events_, (std::vector<std::string>{"start 0 first", "end 0 first failed"}));
+  EXPECT_EQ(events_, (std::vector<std::string>{"start 0 first", "end 0 first failed",
+                                               "end 1 second skipped"}));
 }
 
 TEST_F(PipelineTest, ShellRunsWithErrexit) {

@@ -401,10 +401,10 @@ bool valid_repo(const std::string& repo) {
     std::string part =
         repo.substr(start, end == std::string::npos ? std::string::npos : end - start);
     if (part.empty() || part == "." || part == "..") return false;
-    if (!((part[0] >= 'a' && part[0] <= 'z') || (part[0] >= '0' && part[0] <= '9'))) return false;
+    if (part[0] == '.' || part[0] == '-') return false;
     for (char c : part) {
-      bool ok =
-          (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '.' || c == '_' || c == '-';
       if (!ok) return false;
     }
     if (end == std::string::npos) return true;

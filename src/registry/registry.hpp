@@ -56,8 +56,8 @@ class Registry {
 
   // Names digest as repo:tag. Tags are immutable: tagging again with the same digest succeeds,
   // with a different digest fails with an error naming both digests. The digest must exist.
-  // repo: lowercase [a-z0-9._-] components separated by '/'; tag: [A-Za-z0-9_.-], 1-128 chars,
-  // not starting with '.' or '-'.
+  // repo: [A-Za-z0-9._-] components separated by '/' (service names fit), each not starting with
+  // '.' or '-'; tag: [A-Za-z0-9_.-], 1-128 chars, not starting with '.' or '-'.
   core::Result<void> tag(const std::string& repo, const std::string& tag,
                          const std::string& digest);
   // The digest repo:tag names, or an error if there is no such tag.
