@@ -15,8 +15,9 @@
 // bits do not matter) and symlinks (their target). Timestamps and owners do not count, so identical
 // content always has the same digest and is stored once.
 //
-// Thread-safety: all methods may be called concurrently, from several threads or processes sharing
-// root; they rely only on atomic filesystem operations (rename, link).
+// Thread-safety: all methods may be called concurrently from several threads; they rely only on
+// atomic filesystem operations (rename, link), not on in-memory state. open() deletes staging
+// leftovers of a crash, so only one process at a time should open a given root.
 #pragma once
 
 #include <cstdint>

@@ -187,6 +187,25 @@ TEST_F(RegistryTest, ConcurrentTaggingHasOneWinner) {
   EXPECT_EQ(wins.load(), 4);
 }
 
+TEST_F(RegistryTest, ConcurrentPutsOfSameContentAgree) {
+  write("dist/a", "same");
+  write("dist/b/c", "content");
+  std::vector<std::string> digests(4);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < digests.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto a = reg_->put_directory(src_, {"dist"});
+      digests[i] = a.ok() ? a->digest : "error: " + a.error().message;
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& d : digests) EXPECT_EQ(d, digests[0]);
+  auto got = reg_->get(digests[0]);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->file_count, 2u);
+  EXPECT_TRUE(fs::is_empty(root_ / "registry/tmp"));
+}
+
 TEST_F(RegistryTest, DetectsTampering) {
   write("dist/app", "original");
   write("dist/conf", "x");
