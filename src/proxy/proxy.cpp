@@ -604,6 +604,10 @@ struct Proxy::Impl {
           fmt::format("cannot listen on admin socket {}: {}", path.string(), ec.message()));
     }
     admin = acceptor;
+    if (auto parent = shared.options.state_file.parent_path(); !parent.empty()) {
+      auto made = core::ensure_dir(parent, 0700);
+      if (!made.ok()) core::logger()->warn("[proxy] state directory: {}", made.error().message);
+    }
     for (auto& w : workers) w->start();
     started = true;
 
