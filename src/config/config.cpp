@@ -10,8 +10,10 @@
 #include <cstdlib>
 #include <functional>
 #include <initializer_list>
+#include <sstream>
 #include <utility>
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include "config/config.hpp"
@@ -1395,6 +1397,38 @@ std::shared_ptr<Config> parse_root(Ctx& ctx, const YAML::Node& doc) {
   return config;
 }
 
+// Records where each document starts; ignores everything else.
+class DocumentStarts final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+  std::vector<YAML::Mark> starts;
+};
+
+// Where a second document starts, if the text has more than one. At most two documents are
+// parsed, so this stays bounded on inputs that make yaml-cpp produce documents without end.
+std::optional<YAML::Mark> second_document(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts starts;
+  if (!parser.HandleNextDocument(starts)) return std::nullopt;
+  if (!parser.HandleNextDocument(starts) || starts.starts.size() < 2) return std::nullopt;
+  YAML::Mark m = starts.starts[1];
+  if (m.pos < 0 || static_cast<size_t>(m.pos) >= text.size()) m.pos = 0;
+  return m;
+}
+
 constexpr size_t kMaxReportedErrors = 100;
 
 core::Error format_errors(std::vector<Diag> diags, std::string_view file_name) {
@@ -1506,11 +1540,20 @@ core::Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml_t
   Ctx ctx;
   std::shared_ptr<Config> config;
   try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(std::string(yaml_text));
-    if (docs.size() > 1) {
-      ctx.error(docs[1], "only one YAML document is allowed in the file");
+    const std::string text(yaml_text);
+    // Not YAML::LoadAll: in yaml-cpp 0.7 it loops forever, allocating, on input such as ","
+    // (jbeder/yaml-cpp#1040, fixed upstream by #1319). Load reads the first document; a bounded
+    // second pass finds out whether anything follows it.
+    const YAML::Node doc = YAML::Load(text);
+    if (auto second = second_document(text)) {
+      if (text.compare(second->pos, 3, "---") == 0) {
+        ctx.error(*second, "only one YAML document is allowed in the file");
+      } else {
+        ctx.error(*second, "invalid YAML: unexpected " +
+                               quote(std::string_view(text).substr(second->pos, 1)));
+      }
     } else {
-      config = parse_root(ctx, docs.empty() ? YAML::Node() : docs[0]);
+      config = parse_root(ctx, doc);
     }
   } catch (const YAML::Exception& e) {
     ctx.diags.clear();

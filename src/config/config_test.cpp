@@ -399,6 +399,9 @@ TEST(Config, InvalidFilesReportTheExpectedFirstError) {
 TEST(Config, YamlSyntaxErrorsHaveAPosition) {
   EXPECT_THAT(first_error("version: 1\npipeline: [\n"), HasSubstr("t.yaml:3:1: invalid YAML:"));
   EXPECT_THAT(first_error("a: b: c\n"), HasSubstr("t.yaml:1:5: invalid YAML:"));
+  // yaml-cpp 0.7's LoadAll never returns on these (jbeder/yaml-cpp#1040).
+  EXPECT_THAT(first_error(","), HasSubstr("t.yaml:1:1: invalid YAML: unexpected \",\""));
+  EXPECT_THAT(first_error("\"a\","), HasSubstr("t.yaml:1:"));
   EXPECT_EQ(first_error(""),
             "t.yaml:1:1: the file is empty; expected a mapping with version, "
             "pipeline and services");
