@@ -1,1 +1,85 @@
-int main() { return 0; }
+// cutover: parses the command line and dispatches to cli/commands.hpp. Nothing else lives here.
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.hpp"
+
+int main(int argc, char** argv) {
+  using namespace cutover::cli;
+  CLI::App app{
+      "cutover: a self-hosted GitOps delivery engine (pipeline, artifacts, blue/green "
+      "and canary deployments through its own proxy)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "cutover 0.1.0");
+
+  ClientOptions client;
+  const auto add_client = [&](CLI::App* sub) {
+    sub->add_option("--state-dir", client.state_dir, "State directory of `cutover serve`")
+        ->envname("CUTOVER_STATE_DIR");
+    sub->add_option("--api", client.api, "API address (default: the one serve recorded)")
+        ->envname("CUTOVER_API");
+  };
+
+  ServeOptions serve;
+  auto* s = app.add_subcommand("serve", "Watch a repository and run pipelines and deployments");
+  s->add_option("--repo", serve.repo, "Path or URL of the application's git repository")
+      ->required();
+  s->add_option("--branch", serve.branch, "Branch to watch")->capture_default_str();
+  s->add_option("--state-dir", serve.state_dir, "Where state, artifacts and logs live")
+      ->envname("CUTOVER_STATE_DIR");
+  s->add_option("--api", serve.api, "Address of the JSON API (loopback)")->capture_default_str();
+  s->add_option("--poll", serve.poll, "Poll interval (250ms, 2s, 1m)")->capture_default_str();
+  s->add_option("--log-level", serve.log_level, "debug | info | warn | error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+
+  ProxyCommandOptions proxy;
+  auto* p = app.add_subcommand("proxy", "Run the data-plane proxy (started by serve)");
+  p->add_option("--admin-socket", proxy.admin_socket, "Unix socket of the admin API")->required();
+  p->add_option("--state-file", proxy.state_file, "Persisted route snapshot");
+  p->add_option("--workers", proxy.workers, "Event-loop threads")->check(CLI::Range(1, 64));
+  p->add_option("--log-file", proxy.log_file, "Also log to this file");
+
+  std::string validate_file = "cutover.yaml";
+  auto* v = app.add_subcommand("validate", "Check a cutover.yaml without running anything");
+  v->add_option("file", validate_file, "The file to check")->capture_default_str();
+
+  auto* schema = app.add_subcommand("schema", "Print the JSON Schema of cutover.yaml");
+
+  std::string service;
+  auto* st = app.add_subcommand("status", "What runs where, traffic, deployment phase");
+  st->add_option("service", service, "Only this service");
+  std::string output = "text";
+  st->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
+  add_client(st);
+
+  auto* h = app.add_subcommand("history", "Deployments of a service, newest first");
+  h->add_option("service", service, "The service")->required();
+  h->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
+  add_client(h);
+
+  int limit = 20;
+  auto* ex = app.add_subcommand("executions", "Pipeline executions, newest first");
+  ex->add_option("-n,--limit", limit, "How many")->check(CLI::Range(1, 1000));
+  ex->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
+  add_client(ex);
+
+  std::string execution;
+  bool follow = false;
+  auto* l = app.add_subcommand("logs", "Logs of a pipeline execution");
+  l->add_option("execution", execution, "Execution id (ex-...)")->required();
+  l->add_flag("-f,--follow", follow, "Keep printing new lines until the execution ends");
+  add_client(l);
+
+  CLI11_PARSE(app, argc, argv);
+  client.json = output == "json";
+
+  if (s->parsed()) return cmd_serve(serve);
+  if (p->parsed()) return cmd_proxy(proxy);
+  if (v->parsed()) return cmd_validate(validate_file);
+  if (schema->parsed()) return cmd_schema();
+  if (st->parsed()) return cmd_status(client, service);
+  if (h->parsed()) return cmd_history(client, service);
+  if (ex->parsed()) return cmd_executions(client, limit);
+  if (l->parsed()) return cmd_logs(client, execution, follow);
+  return 2;
+}

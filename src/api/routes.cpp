@@ -1,0 +1,83 @@
+#include "api/routes.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "controller/controller.hpp"
+
+namespace cutover::api {
+
+namespace {
+
+Response from(const core::Result<nlohmann::json>& r) {
+  if (r.ok()) return Response{200, r->dump(2) + "\n"};
+  switch (r.error().kind) {
+    case core::ErrorKind::NotFound:
+      return error_response(404, r.error().message);
+    case core::ErrorKind::Conflict:
+      return error_response(409, r.error().message);
+    case core::ErrorKind::Unavailable:
+      return error_response(503, r.error().message);
+    case core::ErrorKind::Internal:
+      return error_response(500, r.error().message);
+    case core::ErrorKind::Invalid:
+      return error_response(400, r.error().message);
+  }
+  return error_response(500, r.error().message);
+}
+
+// Splits "/v1/a/b" into {"v1","a","b"}.
+std::vector<std::string> segments(const std::string& path) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '/') {
+      ++i;
+      continue;
+    }
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    out.push_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+int64_t int_param(const Request& r, const std::string& name, int64_t fallback) {
+  auto it = r.query.find(name);
+  if (it == r.query.end()) return fallback;
+  try {
+    return std::stoll(it->second);
+  } catch (...) {
+    return fallback;
+  }
+}
+
+}  // namespace
+
+Response route(controller::Controller& c, const Request& r) {
+  const auto s = segments(r.path);
+  if (s.empty() || s[0] != "v1") return error_response(404, "no such resource: " + r.path);
+  const bool get = r.method == "GET";
+  if (s.size() == 2 && s[1] == "health" && get) return Response{200, "{\"status\":\"ok\"}\n"};
+  if (s.size() == 2 && s[1] == "status" && get) {
+    auto it = r.query.find("service");
+    return from(c.status(it == r.query.end() ? "" : it->second));
+  }
+  if (s.size() == 4 && s[1] == "services" && s[3] == "history" && get) return from(c.history(s[2]));
+  if (s.size() == 2 && s[1] == "executions" && get) {
+    return from(c.executions(static_cast<int>(int_param(r, "limit", 20))));
+  }
+  if (s.size() == 3 && s[1] == "executions" && get) return from(c.execution(s[2]));
+  if (s.size() == 4 && s[1] == "executions" && s[3] == "logs" && get) {
+    return from(
+        c.logs(s[2], int_param(r, "after", 0), static_cast<int>(int_param(r, "limit", 1000))));
+  }
+  if (s.size() == 2 && s[1] == "poll" && r.method == "POST") {
+    c.request_poll();
+    return Response{202, "{\"status\":\"polling\"}\n"};
+  }
+  return error_response(r.method == "GET" || r.method == "POST" ? 404 : 405,
+                        "no such resource: " + r.method + " " + r.path);
+}
+
+}  // namespace cutover::api

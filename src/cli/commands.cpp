@@ -1,0 +1,300 @@
+#include "cli/commands.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "api/client.hpp"
+#include "api/server.hpp"
+#include "config/config.hpp"
+#include "controller/controller.hpp"
+#include "core/duration.hpp"
+#include "core/fs.hpp"
+#include "core/log.hpp"
+#include "proxy/proxy.hpp"
+
+namespace cutover::cli {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string default_state_dir() {
+  if (const char* env = std::getenv("CUTOVER_STATE_DIR"); env && *env) return env;
+  if (::geteuid() == 0) return "/var/lib/cutover";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : ".") + "/.local/state/cutover";
+}
+
+namespace {
+
+core::LogLevel parse_level(const std::string& s) {
+  if (s == "debug") return core::LogLevel::Debug;
+  if (s == "warn") return core::LogLevel::Warn;
+  if (s == "error") return core::LogLevel::Error;
+  return core::LogLevel::Info;
+}
+
+// Blocks SIGINT/SIGTERM in every thread (call before starting any) and returns the set to wait on.
+sigset_t block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+fs::path self_exe() {
+  std::error_code ec;
+  auto p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path("cutover") : p;
+}
+
+// A connected client for the read commands, or an error printed for the user.
+core::Result<api::ApiClient> make_client(const ClientOptions& c) {
+  const std::string dir = c.state_dir.empty() ? default_state_dir() : c.state_dir;
+  auto token = core::read_file(fs::path(dir) / "api-token");
+  if (!token) {
+    return core::Error("cannot read the API token: " + token.error().message +
+                       " (is `cutover serve` running with --state-dir " + dir + "?)");
+  }
+  std::string t = *token;
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+  std::string address = c.api;
+  if (address.empty()) {
+    auto recorded = core::read_file(fs::path(dir) / "api-address");
+    address = recorded ? *recorded : "127.0.0.1:7070";
+    while (!address.empty() && (address.back() == '\n' || address.back() == ' '))
+      address.pop_back();
+  }
+  return api::ApiClient(address, t);
+}
+
+// GET path; prints transport and API errors and returns nullopt on failure.
+std::optional<json> get_json(const ClientOptions& c, const std::string& path) {
+  auto client = make_client(c);
+  if (!client) {
+    std::cerr << "cutover: " << client.error().message << "\n";
+    return std::nullopt;
+  }
+  auto res = client->request("GET", path);
+  if (!res) {
+    std::cerr << "cutover: " << res.error().message << "\n";
+    return std::nullopt;
+  }
+  json body = json::parse(res->body, nullptr, false);
+  if (res->status != 200) {
+    std::string msg =
+        body.is_object() && body.contains("error") ? body["error"].get<std::string>() : res->body;
+    std::cerr << "cutover: " << msg << " (HTTP " << res->status << ")\n";
+    return std::nullopt;
+  }
+  if (body.is_discarded()) {
+    std::cerr << "cutover: the API answered with invalid JSON\n";
+    return std::nullopt;
+  }
+  return body;
+}
+
+std::string str(const json& j, const char* key, const char* fallback = "-") {
+  if (!j.is_object() || !j.contains(key) || j[key].is_null()) return fallback;
+  if (j[key].is_string()) return j[key].get<std::string>();
+  return j[key].dump();
+}
+
+}  // namespace
+
+int cmd_serve(const ServeOptions& o) {
+  sigset_t stop_set = block_stop_signals();
+  core::setup_logging(parse_level(o.log_level));
+  auto poll = core::parse_duration(o.poll);
+  if (!poll) {
+    std::cerr << "cutover serve: --poll: " << poll.error().message << "\n";
+    return 2;
+  }
+  controller::Options opts;
+  opts.repo = o.repo;
+  opts.branch = o.branch;
+  opts.state_dir = fs::absolute(o.state_dir.empty() ? default_state_dir() : o.state_dir);
+  opts.poll_interval = *poll;
+  opts.self_exe = self_exe();
+  if (auto d = core::ensure_dir(opts.state_dir, 0700); !d) {
+    std::cerr << "cutover serve: " << d.error().message << "\n";
+    return 1;
+  }
+  auto token = api::load_or_create_token(opts.state_dir.string());
+  if (!token) {
+    std::cerr << "cutover serve: " << token.error().message << "\n";
+    return 1;
+  }
+  auto ctl = controller::Controller::create(opts, core::RealClock::instance());
+  if (!ctl) {
+    std::cerr << "cutover serve: " << ctl.error().message << "\n";
+    return 1;
+  }
+  api::ApiServer server(**ctl, api::ApiOptions{o.api, *token});
+  if (auto r = server.start(); !r) {
+    std::cerr << "cutover serve: " << r.error().message << "\n";
+    return 1;
+  }
+  if (auto w =
+          core::write_file_atomic(opts.state_dir / "api-address", server.bound_address() + "\n");
+      !w) {
+    core::logger()->warn("cannot record the API address: {}", w.error().message);
+  }
+  if (auto r = (*ctl)->start(); !r) {
+    std::cerr << "cutover serve: " << r.error().message << "\n";
+    server.stop();
+    return 1;
+  }
+  core::logger()->info("serve: watching {} (branch {}), state in {}", o.repo, o.branch,
+                       opts.state_dir.string());
+  int sig = 0;
+  sigwait(&stop_set, &sig);
+  core::logger()->info("serve: {} received; stopping (tasks and the proxy keep running)",
+                       sig == SIGINT ? "SIGINT" : "SIGTERM");
+  server.stop();
+  (*ctl)->stop();
+  return 0;
+}
+
+int cmd_proxy(const ProxyCommandOptions& o) {
+  core::setup_logging(core::LogLevel::Info, o.log_file);
+  proxy::ProxyOptions opts;
+  opts.admin_socket = o.admin_socket;
+  opts.state_file = o.state_file;
+  opts.workers = o.workers;
+  return proxy::run_proxy(opts);
+}
+
+int cmd_validate(const std::string& file) {
+  auto cfg = config::load_config(file);
+  if (!cfg) {
+    std::cerr << cfg.error().message;
+    if (cfg.error().message.empty() || cfg.error().message.back() != '\n') std::cerr << "\n";
+    return 1;
+  }
+  std::size_t stages = (*cfg)->pipeline.stages.size();
+  std::cout << file << ": valid (" << stages << " stage" << (stages == 1 ? "" : "s") << ", "
+            << (*cfg)->services.size() << " service" << ((*cfg)->services.size() == 1 ? "" : "s")
+            << ")\n";
+  return 0;
+}
+
+int cmd_schema() {
+  std::cout << config::json_schema();
+  return 0;
+}
+
+int cmd_status(const ClientOptions& c, const std::string& service) {
+  auto j = get_json(c, service.empty() ? "/v1/status" : "/v1/status?service=" + service);
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  const json& px = (*j)["proxy"];
+  std::cout << fmt::format("proxy: {} (snapshot v{})\n", str(px, "status"), str(px, "version"));
+  const json& last = (*j)["last_execution"];
+  if (last.is_object()) {
+    std::cout << fmt::format("last execution: {} {} {}{}\n", str(last, "id"), str(last, "commit"),
+                             str(last, "status"),
+                             last.contains("message") && last["message"].is_string() &&
+                                     !last["message"].get<std::string>().empty()
+                                 ? " — " + last["message"].get<std::string>()
+                                 : "");
+  }
+  for (const auto& s : (*j)["services"]) {
+    std::cout << "\n"
+              << fmt::format("service {}  production {}\n", str(s, "name"),
+                             str(s["listeners"], "production"));
+    const json& live = s["live"];
+    if (live.is_object()) {
+      std::cout << fmt::format("  live:       {} ({}) as {} since {}\n", str(live, "commit"),
+                               str(live, "release"), str(live, "color"), str(live, "since"));
+    } else {
+      std::cout << "  live:       nothing deployed yet\n";
+    }
+    std::cout << "  traffic:   ";
+    bool any = false;
+    for (const auto& [color, pct] : s["traffic"].items()) {
+      std::cout << fmt::format(" {} {}%", color, pct.get<double>());
+      any = true;
+    }
+    std::cout << (any ? "\n" : " none\n");
+    const json& dep = s["deployment"];
+    if (dep.is_object()) {
+      std::cout << fmt::format("  deployment: {} {} {} ({}){}\n", str(dep, "id"),
+                               str(dep, "commit"), str(dep, "phase"), str(dep, "status"),
+                               str(dep, "reason", "").empty() ? "" : " — " + str(dep, "reason"));
+    }
+    std::cout << "  tasks:\n";
+    for (const auto& t : s["tasks"]) {
+      std::cout << fmt::format("    {:<16} {:<6} pid {:<8} port {:<6} {}\n", str(t, "id"),
+                               str(t, "color"), str(t, "pid"), str(t, "port"), str(t, "health"));
+    }
+  }
+  return 0;
+}
+
+int cmd_history(const ClientOptions& c, const std::string& service) {
+  auto j = get_json(c, "/v1/services/" + service + "/history");
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("{:<14} {:<8} {:<12} {:<16} {:<25} {}\n", "DEPLOYMENT", "COMMIT",
+                           "STATUS", "PHASE", "STARTED", "REASON");
+  for (const auto& d : (*j)["deployments"]) {
+    std::cout << fmt::format("{:<14} {:<8} {:<12} {:<16} {:<25} {}\n", str(d, "id"),
+                             str(d, "commit"), str(d, "status"), str(d, "phase"),
+                             str(d, "created_at"), str(d, "reason", ""));
+  }
+  return 0;
+}
+
+int cmd_executions(const ClientOptions& c, int limit) {
+  auto j = get_json(c, "/v1/executions?limit=" + std::to_string(limit));
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("{:<14} {:<8} {:<11} {:<25} {}\n", "EXECUTION", "COMMIT", "STATUS",
+                           "STARTED", "MESSAGE");
+  for (const auto& e : (*j)["executions"]) {
+    std::string msg = str(e, "message", "");
+    if (auto nl = msg.find('\n'); nl != std::string::npos) msg = msg.substr(0, nl) + " …";
+    std::cout << fmt::format("{:<14} {:<8} {:<11} {:<25} {}\n", str(e, "id"), str(e, "commit"),
+                             str(e, "status"), str(e, "created_at"), msg);
+  }
+  return 0;
+}
+
+int cmd_logs(const ClientOptions& c, const std::string& execution, bool follow) {
+  int64_t after = 0;
+  while (true) {
+    auto j = get_json(c, "/v1/executions/" + execution + "/logs?after=" + std::to_string(after));
+    if (!j) return 1;
+    for (const auto& line : (*j)["lines"]) {
+      std::cout << fmt::format("[{}] {}\n", str(line, "stage"), str(line, "text", ""));
+      after = std::max<int64_t>(after, line["seq"].get<int64_t>());
+    }
+    std::cout.flush();
+    const bool done = (*j).value("finished", true);
+    if (!follow || (done && (*j)["lines"].empty())) break;
+    if ((*j)["lines"].empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return 0;
+}
+
+}  // namespace cutover::cli

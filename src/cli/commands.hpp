@@ -1,0 +1,43 @@
+// The `cutover` command's subcommands. main.cpp parses arguments with CLI11 and calls one of these;
+// each returns the process exit code and prints what a person needs (errors to stderr).
+#pragma once
+
+#include <string>
+
+namespace cutover::cli {
+
+struct ClientOptions {
+  std::string state_dir;  // where serve keeps its token and address; "" = default
+  std::string api;        // "" = read state_dir/api-address, else 127.0.0.1:7070
+  bool json = false;      // --output json
+};
+
+struct ServeOptions {
+  std::string repo;
+  std::string branch = "main";
+  std::string state_dir;
+  std::string api = "127.0.0.1:7070";
+  std::string poll = "2s";
+  std::string log_level = "info";
+};
+
+struct ProxyCommandOptions {
+  std::string admin_socket;
+  std::string state_file;
+  int workers = 1;
+  std::string log_file;
+};
+
+// $CUTOVER_STATE_DIR, else /var/lib/cutover for root, else ~/.local/state/cutover.
+std::string default_state_dir();
+
+int cmd_serve(const ServeOptions& o);
+int cmd_proxy(const ProxyCommandOptions& o);
+int cmd_validate(const std::string& file);
+int cmd_schema();
+int cmd_status(const ClientOptions& c, const std::string& service);
+int cmd_history(const ClientOptions& c, const std::string& service);
+int cmd_executions(const ClientOptions& c, int limit);
+int cmd_logs(const ClientOptions& c, const std::string& execution, bool follow);
+
+}  // namespace cutover::cli

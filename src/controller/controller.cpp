@@ -1,0 +1,325 @@
+#include "controller/controller.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "controller/internal.hpp"
+#include "core/fs.hpp"
+#include "core/log.hpp"
+
+namespace cutover::controller {
+
+using nlohmann::json;
+
+std::string group_name(const std::string& service, std::string_view color) {
+  return service + "-" + std::string(color);
+}
+
+Controller::Controller(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Controller::~Controller() { stop(); }
+
+core::Result<std::unique_ptr<Controller>> Controller::create(Options options, core::Clock& clock) {
+  auto impl = std::make_unique<Impl>(std::move(options), clock);
+  const auto& dir = impl->opts.state_dir;
+  for (const auto& sub : {dir, dir / "proxy", dir / "tasks", dir / "workspaces", dir / "cache"}) {
+    if (auto r = core::ensure_dir(sub, 0700); !r) return r.error();
+  }
+  auto st = store::Store::open(dir / "state.db", clock);
+  if (!st) return st.error().wrap("cannot open the state database");
+  impl->store = std::move(*st);
+  auto reg = registry::Registry::open(dir / "registry");
+  if (!reg) return reg.error().wrap("cannot open the artifact registry");
+  impl->registry = std::move(*reg);
+  auto src = source::GitSource::open(impl->opts.repo, impl->opts.branch, dir / "source");
+  if (!src) return src.error().wrap("cannot open repository " + impl->opts.repo);
+  impl->source = std::move(*src);
+  impl->driver = std::make_unique<runtime::ProcessDriver>(impl->ports);
+  impl->proxy_admin = std::make_unique<proxy::AdminClient>(impl->admin_socket());
+  return std::unique_ptr<Controller>(new Controller(std::move(impl)));
+}
+
+core::Result<void> Controller::start() {
+  if (auto r = impl_->recover(); !r) return r;
+  impl_->loop_thread = std::thread([impl = impl_.get()] { impl->run_loop(); });
+  return {};
+}
+
+void Controller::stop() {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cancel_execution = true;
+  impl_->cv.notify_all();
+  if (impl_->loop_thread.joinable()) impl_->loop_thread.join();
+}
+
+void Controller::request_poll() {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->poll_requested = true;
+  }
+  impl_->cv.notify_all();
+}
+
+// ---- loop
+// ----------------------------------------------------------------------------------------
+
+bool Controller::Impl::stop_requested() {
+  std::lock_guard lock(mu);
+  return stopping;
+}
+
+bool Controller::Impl::wait_until(core::TimePoint until) {
+  std::unique_lock lock(mu);
+  while (!stopping && !poll_requested) {
+    const auto left = until - clock.now();
+    if (left <= core::Duration::zero()) break;
+    // The clock may be simulated, so wait in short real slices and re-read it.
+    cv.wait_for(lock, std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(100)));
+  }
+  return !stopping;
+}
+
+void Controller::Impl::run_loop() {
+  while (!stop_requested()) {
+    {
+      std::lock_guard lock(mu);
+      poll_requested = false;
+    }
+    tick();
+    if (!wait_until(clock.now() + opts.poll_interval)) break;
+  }
+}
+
+void Controller::Impl::tick() {
+  driver->reap();
+  auto head = source->fetch_head();
+  if (!head) {
+    core::logger()->warn("source: fetch of {} failed: {}", opts.repo, head.error().message);
+    return;
+  }
+  if (!head->has_value()) return;  // branch missing; the source logged why
+  const source::Commit& commit = **head;
+  auto last = store->get_meta("source.last_commit");
+  if (last.ok() && last->has_value() && **last == commit.sha) return;
+  core::logger()->info("source: new commit {} on {}: {}", commit.short_sha, opts.branch,
+                       commit.message);
+  if (auto r = store->set_meta("source.last_commit", commit.sha); !r) {
+    core::logger()->error("store: {}", r.error().message);
+    return;
+  }
+  run_execution(commit);
+}
+
+// ---- read side
+// -----------------------------------------------------------------------------------
+
+namespace {
+
+json opt_time(const std::optional<int64_t>& t) {
+  if (!t) return nullptr;
+  return core::format_rfc3339(core::from_unix_ms(*t));
+}
+
+json execution_json(const store::Execution& e) {
+  return json{{"id", e.id},
+              {"commit", e.commit_sha.substr(0, 7)},
+              {"commit_sha", e.commit_sha},
+              {"branch", e.branch},
+              {"status", std::string(store::to_string(e.status))},
+              {"message", e.message},
+              {"created_at", core::format_rfc3339(core::from_unix_ms(e.created_at))},
+              {"started_at", opt_time(e.started_at)},
+              {"finished_at", opt_time(e.finished_at)}};
+}
+
+core::Error internal(const core::Error& e) {
+  return core::Error(e.message, core::ErrorKind::Internal);
+}
+
+}  // namespace
+
+core::Result<json> Controller::status(const std::string& service_filter) const {
+  auto& impl = *impl_;
+  json out;
+  json proxy_info{{"status", "unreachable"}, {"version", nullptr}};
+  std::optional<proxy::RouteSnapshot> snapshot;
+  if (auto body = impl.proxy_admin->get("/snapshot"); body) {
+    if (auto snap = proxy::parse_snapshot(*body); snap) {
+      snapshot = *snap;
+      proxy_info = json{{"status", "ok"}, {"version", snap->version}};
+    }
+  }
+  out["proxy"] = proxy_info;
+  std::map<std::string, std::string> health;
+  if (auto states = impl.proxy_admin->target_health(); states) health = *states;
+
+  auto execs = impl.store->list_executions(1);
+  if (!execs) return internal(execs.error());
+  out["last_execution"] = execs->empty() ? json(nullptr) : execution_json(execs->front());
+
+  auto names_meta = impl.store->get_meta("services");
+  if (!names_meta) return internal(names_meta.error());
+  std::vector<std::string> names;
+  if (names_meta->has_value()) {
+    json n = json::parse(**names_meta, nullptr, false);
+    if (n.is_array()) names = n.get<std::vector<std::string>>();
+  }
+  if (!service_filter.empty() &&
+      std::find(names.begin(), names.end(), service_filter) == names.end()) {
+    return core::Error("no service named \"" + service_filter + "\"", core::ErrorKind::NotFound);
+  }
+  out["services"] = json::array();
+  for (const auto& name : names) {
+    if (!service_filter.empty() && name != service_filter) continue;
+    json s{{"name", name}};
+    auto live = impl.store->live(name);
+    if (!live) return internal(live.error());
+    s["live"] = nullptr;
+    s["listeners"] = json::object();
+    if (live->has_value()) {
+      auto rel = impl.store->get_release((*live)->release_id);
+      if (rel && rel->has_value()) {
+        s["live"] = json{{"release", (**rel).id},
+                         {"commit", (**rel).commit_sha.substr(0, 7)},
+                         {"artifact", (**rel).artifact_digest},
+                         {"color", (*live)->color},
+                         {"since", core::format_rfc3339(core::from_unix_ms((*live)->updated_at))}};
+        if (auto cfg = impl.config_at((**rel).commit_sha); cfg) {
+          if (const auto* svc = (*cfg)->find_service(name)) {
+            s["listeners"]["production"] = svc->listeners.production.address;
+            if (svc->listeners.test) s["listeners"]["test"] = svc->listeners.test->address;
+          }
+        }
+      }
+    }
+    // Traffic as the proxy applies it: production listener weights by color.
+    s["traffic"] = json::object();
+    if (snapshot) {
+      for (const auto& l : snapshot->listeners) {
+        if (l.name != name + "/production") continue;
+        for (const auto& r : l.routes) {
+          const std::string prefix = name + "-";
+          std::string color = r.target_group.rfind(prefix, 0) == 0
+                                  ? r.target_group.substr(prefix.size())
+                                  : r.target_group;
+          s["traffic"][color] = r.weight / 100.0;
+        }
+      }
+    }
+    auto active = impl.store->active_deployment(name);
+    auto recent = impl.store->list_deployments(name, 1);
+    std::optional<store::Deployment> dep;
+    if (active && active->has_value()) {
+      dep = **active;
+    } else if (recent && !recent->empty()) {
+      dep = recent->front();
+    }
+    s["deployment"] = nullptr;
+    if (dep) {
+      std::string commit;
+      if (auto rel = impl.store->get_release(dep->release_id); rel && rel->has_value()) {
+        commit = (**rel).commit_sha.substr(0, 7);
+      }
+      s["deployment"] = json{{"id", dep->id},
+                             {"release", dep->release_id},
+                             {"commit", commit},
+                             {"phase", dep->phase},
+                             {"status", std::string(store::to_string(dep->status))},
+                             {"reason", dep->reason}};
+    }
+    s["tasks"] = json::array();
+    auto tasks = impl.store->list_running_tasks(name);
+    if (!tasks) return internal(tasks.error());
+    for (const auto& t : *tasks) {
+      auto h = health.find(t.task_id);
+      s["tasks"].push_back(json{{"id", t.task_id},
+                                {"color", t.color},
+                                {"pid", t.pid},
+                                {"port", t.port},
+                                {"release", t.release_id},
+                                {"health", h == health.end() ? "unregistered" : h->second}});
+    }
+    out["services"].push_back(std::move(s));
+  }
+  return out;
+}
+
+core::Result<json> Controller::history(const std::string& service) const {
+  auto deps = impl_->store->list_deployments(service, 100);
+  if (!deps) return internal(deps.error());
+  json out{{"service", service}, {"deployments", json::array()}};
+  for (const auto& d : *deps) {
+    std::string commit;
+    if (auto rel = impl_->store->get_release(d.release_id); rel && rel->has_value()) {
+      commit = (**rel).commit_sha.substr(0, 7);
+    }
+    out["deployments"].push_back(
+        json{{"id", d.id},
+             {"release", d.release_id},
+             {"previous_release", d.previous_release_id ? json(*d.previous_release_id) : json()},
+             {"commit", commit},
+             {"status", std::string(store::to_string(d.status))},
+             {"phase", d.phase},
+             {"reason", d.reason},
+             {"created_at", core::format_rfc3339(core::from_unix_ms(d.created_at))},
+             {"finished_at", opt_time(d.finished_at)}});
+  }
+  return out;
+}
+
+core::Result<json> Controller::executions(int limit) const {
+  auto list = impl_->store->list_executions(limit);
+  if (!list) return internal(list.error());
+  json out{{"executions", json::array()}};
+  for (const auto& e : *list) out["executions"].push_back(execution_json(e));
+  return out;
+}
+
+core::Result<json> Controller::execution(const std::string& id) const {
+  auto e = impl_->store->get_execution(id);
+  if (!e) return internal(e.error());
+  if (!e->has_value()) {
+    return core::Error("no execution with id \"" + id + "\"", core::ErrorKind::NotFound);
+  }
+  json out = execution_json(**e);
+  out["stages"] = json::array();
+  if (auto stages = impl_->store->list_stage_runs(id); stages) {
+    for (const auto& s : *stages) {
+      out["stages"].push_back(json{{"index", s.index},
+                                   {"name", s.name},
+                                   {"status", std::string(store::to_string(s.status))},
+                                   {"exit_code", s.exit_code ? json(*s.exit_code) : json()},
+                                   {"message", s.message},
+                                   {"started_at", opt_time(s.started_at)},
+                                   {"finished_at", opt_time(s.finished_at)}});
+    }
+  }
+  return out;
+}
+
+core::Result<json> Controller::logs(const std::string& execution_id, int64_t after_seq,
+                                    int limit) const {
+  auto e = impl_->store->get_execution(execution_id);
+  if (!e) return internal(e.error());
+  if (!e->has_value()) {
+    return core::Error("no execution with id \"" + execution_id + "\"", core::ErrorKind::NotFound);
+  }
+  auto lines = impl_->store->read_logs(execution_id, after_seq, std::clamp(limit, 1, 10000));
+  if (!lines) return internal(lines.error());
+  json out{{"execution", execution_id},
+           {"status", std::string(store::to_string((**e).status))},
+           {"finished", store::is_terminal((**e).status)},
+           {"lines", json::array()}};
+  for (const auto& l : *lines) {
+    out["lines"].push_back(json{{"seq", l.seq},
+                                {"stage", l.stage},
+                                {"stream", std::string(store::to_string(l.stream))},
+                                {"time", core::format_rfc3339(core::from_unix_ms(l.time))},
+                                {"text", l.text}});
+  }
+  return out;
+}
+
+}  // namespace cutover::controller

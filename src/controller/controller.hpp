@@ -1,0 +1,65 @@
+// Controller: the imperative shell of `cutover serve` (DESIGN.md §3). It wires the modules:
+// source (poll the repository) → pipeline (run stages on the exact commit) → registry (keep the
+// artifact) → deploy (pure decisions) → runtime (task sets) + proxy admin (route snapshots), and
+// records everything in the store.
+//
+// Threads: one loop thread owns all decisions (polling, executions, deployments run there one
+// after another, so two deployments of a service never interleave); blocking work of an execution
+// (git, stage commands) runs on that thread too in this walking skeleton, which is why the API
+// server has its own thread. The read side (status/history/executions/logs) only reads the store
+// and may be called from any thread.
+//
+// Crash safety: every state change is written to the store before it is acted on; tasks are
+// recorded with pid + start time so a restarted controller re-adopts them, and the proxy runs in
+// its own process with its own persisted snapshot, so a controller crash drops no request.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/clock.hpp"
+#include "core/result.hpp"
+
+namespace cutover::controller {
+
+struct Options {
+  std::string repo;  // path or URL of the application's git repository
+  std::string branch = "main";
+  std::filesystem::path state_dir;
+  core::Duration poll_interval{std::chrono::seconds{2}};
+  std::filesystem::path self_exe;  // the cutover binary, to start `cutover proxy`
+};
+
+class Controller {
+ public:
+  static core::Result<std::unique_ptr<Controller>> create(Options options, core::Clock& clock);
+  ~Controller();
+  Controller(const Controller&) = delete;
+  Controller& operator=(const Controller&) = delete;
+
+  // Adopts what the last run left (tasks, proxy), then starts the loop thread.
+  core::Result<void> start();
+  // Stops the loop after the current step. Tasks and the proxy keep running (they outlive us).
+  void stop();
+  // Asks the loop to fetch the repository now instead of at the next poll.
+  void request_poll();
+
+  // Read side, for the API. Errors carry ErrorKind::NotFound for unknown names and ids.
+  core::Result<nlohmann::json> status(const std::string& service) const;
+  core::Result<nlohmann::json> history(const std::string& service) const;
+  core::Result<nlohmann::json> executions(int limit) const;
+  core::Result<nlohmann::json> execution(const std::string& id) const;
+  core::Result<nlohmann::json> logs(const std::string& execution_id, int64_t after_seq,
+                                    int limit) const;
+
+  struct Impl;
+
+ private:
+  explicit Controller(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cutover::controller

@@ -1,0 +1,94 @@
+// Controller internals shared by its source files; not part of the module's interface.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "config/config.hpp"
+#include "controller/controller.hpp"
+#include "deploy/deploy.hpp"
+#include "proxy/admin_client.hpp"
+#include "proxy/snapshot.hpp"
+#include "registry/registry.hpp"
+#include "runtime/runtime.hpp"
+#include "source/source.hpp"
+#include "store/store.hpp"
+
+namespace cutover::controller {
+
+struct Controller::Impl {
+  Options opts;
+  core::Clock& clock;
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<source::GitSource> source;
+  std::unique_ptr<registry::Registry> registry;
+  runtime::PortAllocator ports;
+  std::unique_ptr<runtime::ProcessDriver> driver;
+  std::unique_ptr<proxy::AdminClient> proxy_admin;
+
+  std::thread loop_thread;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;        // guarded by mu
+  bool poll_requested = false;  // guarded by mu
+  std::atomic<bool> cancel_execution{false};
+
+  Impl(Options o, core::Clock& c) : opts(std::move(o)), clock(c) {}
+
+  // ---- paths -------------------------------------------------------------------------------
+  std::filesystem::path proxy_dir() const { return opts.state_dir / "proxy"; }
+  std::filesystem::path admin_socket() const { return proxy_dir() / "admin.sock"; }
+  std::filesystem::path task_log_dir() const { return opts.state_dir / "tasks"; }
+
+  // ---- loop (controller.cpp) -----------------------------------------------------------------
+  void run_loop();
+  // Sleeps until `until` or a stop/poll request. Returns false when stopping.
+  bool wait_until(core::TimePoint until);
+  bool stop_requested();
+  void tick();
+
+  // ---- recovery (recovery.cpp) ----------------------------------------------------------------
+  core::Result<void> recover();
+
+  // ---- executions (execution.cpp) -------------------------------------------------------------
+  void run_execution(const source::Commit& commit);
+
+  // ---- proxy (proxy_link.cpp) -----------------------------------------------------------------
+  core::Result<void> ensure_proxy();
+  // Builds the snapshot from the live state of every service (+ extra groups being installed)
+  // and puts it. `routing` overrides a service's production weights by color.
+  core::Result<void> publish_routes();
+  // Per service: weights by color ("blue" -> 10000) and colors whose target group is registered
+  // (health-checked) without weight. Kept in memory; rebuilt from the store on restart.
+  struct Routing {
+    std::shared_ptr<const config::Config> config;  // the config the service runs with
+    std::map<std::string, int> weights;            // production weights by color (sum 10000)
+    std::vector<std::string> registered;           // colors health-checked without weight
+  };
+  std::map<std::string, Routing> routing;  // loop thread only
+  core::Result<std::map<std::string, std::string>> target_states();
+
+  // ---- configs of releases (config_cache.cpp-free: stored in meta) ---------------------------
+  core::Result<std::shared_ptr<const config::Config>> config_at(
+      const std::string& commit_sha) const;
+
+  // ---- deployments (deployer.cpp) ---------------------------------------------------------------
+  void deploy_release(const config::Service& service, const store::Release& release);
+  core::Result<std::vector<runtime::Task>> start_tasks(const config::Service& service,
+                                                       const store::Release& release,
+                                                       deploy::Color color);
+  core::Result<void> stop_tasks(const std::string& service, const std::string& color,
+                                core::Duration drain_timeout);
+};
+
+// "hello-blue"
+std::string group_name(const std::string& service, std::string_view color);
+
+}  // namespace cutover::controller

@@ -1,0 +1,115 @@
+// What a (re)started controller does before its loop runs: adopt the proxy and the tasks the last
+// run left, settle what a crash interrupted, and republish the routes of what is live.
+#include <nlohmann/json.hpp>
+
+#include "controller/internal.hpp"
+#include "core/log.hpp"
+
+namespace cutover::controller {
+
+using nlohmann::json;
+
+namespace {
+
+std::vector<std::string> known_services(store::Store& st) {
+  auto m = st.get_meta("services");
+  if (!m || !m->has_value()) return {};
+  json n = json::parse(**m, nullptr, false);
+  if (!n.is_array()) return {};
+  return n.get<std::vector<std::string>>();
+}
+
+}  // namespace
+
+core::Result<void> Controller::Impl::recover() {
+  if (auto r = ensure_proxy(); !r) return r;
+
+  // Executions a crash interrupted cannot be resumed half-way: fail them, saying why.
+  if (auto execs = store->list_executions(50); execs) {
+    for (const auto& e : *execs) {
+      if (e.status == store::ExecutionStatus::Running ||
+          e.status == store::ExecutionStatus::Queued) {
+        (void)store->update_execution_status(
+            e.id, store::ExecutionStatus::Failed,
+            "interrupted: the controller stopped while this execution ran; push again or wait "
+            "for the next commit");
+      }
+    }
+  }
+
+  // Re-adopt running tasks (pid + start time). A task whose process is gone is recorded stopped.
+  auto tasks = store->list_running_tasks();
+  if (!tasks) return tasks.error();
+  int adopted = 0;
+  for (const auto& t : *tasks) {
+    runtime::Task task;
+    task.task_id = t.task_id;
+    task.pid = static_cast<pid_t>(t.pid);
+    task.start_time = t.start_time;
+    task.port = t.port;
+    task.log_path = t.log_path;
+    task.color = t.color;
+    if (auto r = driver->adopt(task); r) {
+      ++adopted;
+    } else {
+      core::logger()->warn("runtime: task {} of {} is gone ({}); recorded as stopped", t.task_id,
+                           t.service, r.error().message);
+      (void)store->update_task_status(t.task_id, store::TaskStatus::Stopped);
+    }
+  }
+  if (!tasks->empty()) core::logger()->info("runtime: re-adopted {} running task(s)", adopted);
+
+  // Deployments a crash interrupted: if production had already moved to green (the live release
+  // is the deployment's), finish it by stopping blue; otherwise stop green and keep blue.
+  for (const auto& name : known_services(*store)) {
+    auto active = store->active_deployment(name);
+    auto live = store->live(name);
+    if (!active || !live) continue;
+    auto cfg = live->has_value() ? [&]() -> std::shared_ptr<const config::Config> {
+      auto rel = store->get_release((*live)->release_id);
+      if (!rel || !rel->has_value()) return nullptr;
+      auto c = config_at((**rel).commit_sha);
+      return c ? *c : nullptr;
+    }()
+        : nullptr;
+    if (live->has_value()) {
+      routing[name].config = cfg;
+      routing[name].weights = {{(*live)->color, proxy::kWeightTotal}};
+    }
+    if (!active->has_value()) continue;
+    const store::Deployment& dep = **active;
+    const bool moved = live->has_value() && (*live)->release_id == dep.release_id;
+    auto running = store->list_running_tasks(name);
+    if (!running) continue;
+    for (const auto& t : *running) {
+      const bool green_task = t.release_id == dep.release_id;
+      if (moved == green_task) continue;  // keep what serves production
+      runtime::Task task;
+      task.task_id = t.task_id;
+      task.pid = static_cast<pid_t>(t.pid);
+      task.start_time = t.start_time;
+      task.port = t.port;
+      task.color = t.color;
+      (void)driver->stop(task);
+      (void)store->update_task_status(t.task_id, store::TaskStatus::Stopped);
+    }
+    store::DeploymentUpdate u;
+    u.status = moved ? store::DeploymentStatus::Succeeded : store::DeploymentStatus::Failed;
+    u.phase = moved ? "Succeeded" : "Failed";
+    u.state_json = dep.state_json;
+    u.reason = moved ? "completed after a controller restart (production had moved; blue stopped)"
+                     : "the controller restarted during " + dep.phase +
+                           "; green stopped, production stayed on the previous release";
+    (void)store->update_deployment(dep.id, u);
+    (void)store->append_deployment_event(dep.id, "Recovered",
+                                         json{{"outcome", u.phase}, {"reason", u.reason}}.dump());
+    core::logger()->warn("deploy: {} of {}: {}", dep.id, name, u.reason);
+  }
+  // Commands of settled deployments are not replayed.
+  if (auto pending = store->pending_commands(); pending) {
+    for (const auto& c : *pending) (void)store->mark_command_done(c.id);
+  }
+  return publish_routes();
+}
+
+}  // namespace cutover::controller
