@@ -2,6 +2,9 @@
 .PHONY: all setup build release test unit e2e demo bench fuzz format tidy clean
 
 JOBS ?= $(shell nproc)
+# ccache hits across clones of the repository (CI builds a fresh clone on a warm machine).
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
 
 all: build
 
