@@ -216,7 +216,9 @@ asio::awaitable<void> Worker::accept_loop(std::shared_ptr<tcp::acceptor> accepto
                                           std::string address) {
   for (;;) {
     auto [ec, socket] = co_await acceptor->async_accept(kTok);
-    if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+    if (ec == asio::error::operation_aborted || ec == asio::error::invalid_argument ||
+        ec == asio::error::bad_descriptor || !acceptor->is_open())
+      co_return;
     if (ec) {
       // EMFILE and friends: back off briefly instead of spinning.
       core::logger()->warn("[proxy] accept on {}: {}", address, ec.message());
@@ -390,8 +392,7 @@ asio::awaitable<bool> Worker::handle(beast::tcp_stream& client, beast::flat_buff
   if (!target) {
     std::string why =
         fmt::format("no healthy target in target group {}", table->groups[group_index].name);
-    co_await respond(client, http::status::service_unavailable, version, reusable(),
-                     why);
+    co_await respond(client, http::status::service_unavailable, version, reusable(), why);
     co_return reusable();
   }
 
@@ -531,8 +532,7 @@ asio::awaitable<bool> Worker::handle(beast::tcp_stream& client, beast::flat_buff
                       timeout           ? std::string("did not respond in time")
                       : upstream_failed ? std::string("closed the connection")
                                         : "sent an invalid response: " + rec.message());
-      co_await respond(client,
-                       timeout ? http::status::gateway_timeout : http::status::bad_gateway,
+      co_await respond(client, timeout ? http::status::gateway_timeout : http::status::bad_gateway,
                        version, reusable(), why);
       co_return reusable();
     }
@@ -552,6 +552,15 @@ asio::awaitable<bool> Worker::handle(beast::tcp_stream& client, beast::flat_buff
     res.version(11);
 
     http::response_serializer<http::buffer_body> rs{res};
+    if (bodyless) {
+      // Only the header: a chunked HEAD answer must not get a terminating chunk.
+      client.expires_after(opt.body_timeout);
+      auto [ec, n] = co_await http::async_write_header(client, rs, kTok);
+      if (ec) co_return false;
+      if (upstream_keep_alive && ubuf.size() == 0 && rp.is_done())
+        give_back(*target, std::move(upstream));
+      co_return keep;
+    }
     bool failed = false;
     do {
       if (!rp.is_done()) {
