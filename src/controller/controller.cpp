@@ -93,7 +93,24 @@ void Controller::Impl::run_loop() {
 }
 
 void Controller::Impl::tick() {
-  driver->reap();
+  // Tasks that exited on their own: record them and take them out of the routes. (Restarts with
+  // backoff and crash-loop detection arrive with the runtime issue.)
+  bool routes_changed = false;
+  for (const auto& exit : driver->reap()) {
+    core::logger()->warn("runtime: task {} (pid {}) exited unexpectedly: {}", exit.task_id,
+                         exit.pid, exit.status ? exit.status->to_string() : "status unknown");
+    (void)store->update_task_status(exit.task_id, store::TaskStatus::Failed);
+    routes_changed = true;
+  }
+  // The proxy outlives us, but if it died, start it again: it reloads its persisted snapshot.
+  if (!proxy_admin->health()) {
+    core::logger()->error("proxy: not answering on {}; restarting it", admin_socket().string());
+    if (auto r = ensure_proxy(); !r) core::logger()->error("proxy: {}", r.error().message);
+    routes_changed = true;
+  }
+  if (routes_changed) {
+    if (auto r = publish_routes(); !r) core::logger()->error("proxy: {}", r.error().message);
+  }
   auto head = source->fetch_head();
   if (!head) {
     core::logger()->warn("source: fetch of {} failed: {}", opts.repo, head.error().message);
@@ -145,11 +162,10 @@ core::Result<json> Controller::status(const std::string& service_filter) const {
   json out;
   json proxy_info{{"status", "unreachable"}, {"version", nullptr}};
   std::optional<proxy::RouteSnapshot> snapshot;
-  if (auto body = impl.proxy_admin->get("/snapshot"); body) {
-    if (auto snap = proxy::parse_snapshot(*body); snap) {
-      snapshot = *snap;
-      proxy_info = json{{"status", "ok"}, {"version", snap->version}};
-    }
+  if (auto snap = impl.proxy_admin->get_snapshot(); snap) {
+    snapshot = *snap;
+    proxy_info = json{{"status", "ok"}, {"version", snap->version}};
+    if (auto h = impl.proxy_admin->health(); h) proxy_info["pid"] = h->pid;
   }
   out["proxy"] = proxy_info;
   std::map<std::string, std::string> health;

@@ -32,6 +32,7 @@ struct Controller::Impl {
   runtime::PortAllocator ports;
   std::unique_ptr<runtime::ProcessDriver> driver;
   std::unique_ptr<proxy::AdminClient> proxy_admin;
+  pid_t proxy_pid = 0;  // when this controller started the proxy (our child, to be reaped)
 
   std::thread loop_thread;
   std::mutex mu;

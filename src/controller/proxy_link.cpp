@@ -31,6 +31,10 @@ core::Result<void> Controller::Impl::ensure_proxy() {
     core::logger()->info("proxy: adopted the running proxy on {}", admin_socket().string());
     return {};
   }
+  if (proxy_pid > 0) {
+    (void)core::wait_for_exit(proxy_pid, std::chrono::milliseconds(0));  // reap a dead child
+    proxy_pid = 0;
+  }
   core::SpawnSpec spec;
   spec.argv = {opts.self_exe.string(), "proxy",
                "--admin-socket",       admin_socket().string(),
@@ -45,6 +49,7 @@ core::Result<void> Controller::Impl::ensure_proxy() {
   const auto deadline = clock.now() + std::chrono::seconds(15);
   while (clock.now() < deadline) {
     if (proxy_admin->health()) {
+      proxy_pid = *pid;
       core::logger()->info("proxy: started (pid {}), admin socket {}", *pid,
                            admin_socket().string());
       return {};

@@ -204,3 +204,55 @@ TEST_F(WalkingSkeleton, CommitsDeployBadConfigIsRejectedRestartKeepsServing) {
 
 }  // namespace
 }  // namespace cutover::e2e
+
+namespace cutover::e2e {
+namespace {
+
+// The proxy is a separate process; if it dies, the controller starts a new one, which reloads
+// the persisted route snapshot and serves again once the targets pass their health checks.
+TEST(ProxyRecovery, ControllerRestartsAKilledProxy) {
+  namespace fs = std::filesystem;
+  using nlohmann::json;
+  using namespace std::chrono_literals;
+  TempDir dir("cutover-e2e-proxy");
+  const fs::path app = dir.path() / "app";
+  const fs::path state = dir.path() / "state";
+  const int port = free_port();
+  fs::copy(fs::path(CUTOVER_SOURCE_DIR) / "examples" / "hello", app, fs::copy_options::recursive);
+  write_text(app / "cutover.yaml",
+             std::regex_replace(read_text(app / "cutover.yaml"), std::regex("127\\.0\\.0\\.1:8000"),
+                                "127.0.0.1:" + std::to_string(port)));
+  sh(app, "git init -q -b main && git add -A && git commit -q -m 'hello v1'");
+  Child serve({CUTOVER_BIN, "serve", "--repo", app.string(), "--state-dir", state.string(), "--api",
+               "127.0.0.1:0", "--poll", "250ms"},
+              dir.path() / "serve.log");
+  const auto serves = [&] {
+    auto r = http_get(port, "/");
+    return r.status == 200 && r.body.find("hello from v1 ") != std::string::npos;
+  };
+  const auto status = [&] {
+    auto r = run({CUTOVER_BIN, "status", "--state-dir", state.string(), "-o", "json"});
+    return r.exit_code == 0 ? json::parse(r.out, nullptr, false) : json();
+  };
+  ASSERT_TRUE(wait_for(serves, 180s)) << read_text(dir.path() / "serve.log");
+  json st = status();
+  ASSERT_TRUE(st["proxy"].contains("pid")) << st.dump(2);
+  const int old_pid = st["proxy"]["pid"];
+  const auto version = st["proxy"]["version"].get<int>();
+  ASSERT_EQ(::kill(old_pid, SIGKILL), 0);
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json s = status();
+        return s.is_object() && s["proxy"]["status"] == "ok" && s["proxy"]["pid"] != old_pid;
+      },
+      60s))
+      << read_text(dir.path() / "serve.log");
+  ASSERT_TRUE(wait_for(serves, 60s)) << read_text(dir.path() / "serve.log");
+  st = status();
+  EXPECT_GE(st["proxy"]["version"].get<int>(), version) << "the snapshot was reloaded, not reset";
+  for (const auto& t : st["services"][0]["tasks"]) ::kill(-t["pid"].get<int>(), SIGKILL);
+  ::kill(st["proxy"]["pid"].get<int>(), SIGKILL);
+}
+
+}  // namespace
+}  // namespace cutover::e2e
