@@ -28,7 +28,9 @@ TEST(Duration, RejectsBadInput) {
   for (const char* text : {"", "10", "s", "-5s", "10 s", "5d", "1.5s", "99999999999999h", "m5"}) {
     auto r = parse_duration(text);
     EXPECT_FALSE(r.ok()) << text;
-    if (!r.ok()) EXPECT_NE(r.error().message.find("invalid duration"), std::string::npos);
+    if (!r.ok()) {
+      EXPECT_NE(r.error().message.find("invalid duration"), std::string::npos);
+    }
   }
 }
 
