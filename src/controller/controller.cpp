@@ -14,6 +14,18 @@ std::string group_name(const std::string& service, std::string_view color) {
   return service + "-" + std::string(color);
 }
 
+runtime::Task to_runtime_task(const store::TaskRecord& record) {
+  runtime::Task task;
+  task.task_id = record.task_id;
+  task.service = record.service;
+  task.color = record.color;
+  task.pid = static_cast<pid_t>(record.pid);
+  task.start_time = record.start_time;
+  task.port = record.port;
+  task.log_path = record.log_path;
+  return task;
+}
+
 Controller::Controller(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Controller::~Controller() { stop(); }

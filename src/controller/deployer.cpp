@@ -91,10 +91,10 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
   return tasks;
 }
 
-core::Result<void> Controller::Impl::stop_tasks(const std::string& service,
-                                                const std::string& color,
-                                                core::Duration drain_timeout) {
-  auto running = store->list_running_tasks(service);
+core::Result<void> Controller::Impl::stop_tasks(const config::Service& service,
+                                                const std::string& color) {
+  const core::Duration drain_timeout = service.deployment.drain_timeout;
+  auto running = store->list_running_tasks(service.name);
   if (!running) return running.error();
   std::vector<store::TaskRecord> doomed;
   for (const auto& t : *running) {
@@ -115,13 +115,11 @@ core::Result<void> Controller::Impl::stop_tasks(const std::string& service,
   }
   core::Result<void> result;
   for (const auto& t : doomed) {
-    runtime::Task task;
-    task.task_id = t.task_id;
-    task.pid = static_cast<pid_t>(t.pid);
-    task.start_time = t.start_time;
-    task.port = t.port;
-    task.color = t.color;
-    task.log_path = t.log_path;
+    runtime::Task task = to_runtime_task(t);
+    if (!service.task.containers.empty()) {
+      task.stop_signal = service.task.containers.front().stop_signal_number;
+      task.stop_timeout = service.task.containers.front().stop_timeout;
+    }
     if (auto r = driver->stop(task); !r) {
       core::logger()->warn("runtime: stopping task {}: {}", t.task_id, r.error().message);
       result = r;
@@ -309,7 +307,7 @@ void Controller::Impl::deploy_release(const config::Service& service,
             if (!before.config && !d.green_healthy) route = before;
             (void)publish_routes();
           }
-          (void)stop_tasks(service.name, color, service.deployment.drain_timeout);
+          (void)stop_tasks(service, color);
           events.push_back({deploy::EventKind::TaskSetStopped, ""});
           break;
         }

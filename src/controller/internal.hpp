@@ -85,11 +85,15 @@ struct Controller::Impl {
   core::Result<std::vector<runtime::Task>> start_tasks(const config::Service& service,
                                                        const store::Release& release,
                                                        deploy::Color color);
-  core::Result<void> stop_tasks(const std::string& service, const std::string& color,
-                                core::Duration drain_timeout);
+  // Drains (up to the service's drain_timeout) and stops the tasks of one color, with the
+  // container's stop signal and stop timeout.
+  core::Result<void> stop_tasks(const config::Service& service, const std::string& color);
 };
 
 // "hello-blue"
 std::string group_name(const std::string& service, std::string_view color);
+
+// The runtime's handle on a task the store recorded (for stop and adopt).
+runtime::Task to_runtime_task(const store::TaskRecord& record);
 
 }  // namespace cutover::controller

@@ -42,14 +42,7 @@ core::Result<void> Controller::Impl::recover() {
   if (!tasks) return tasks.error();
   int adopted = 0;
   for (const auto& t : *tasks) {
-    runtime::Task task;
-    task.task_id = t.task_id;
-    task.pid = static_cast<pid_t>(t.pid);
-    task.start_time = t.start_time;
-    task.port = t.port;
-    task.log_path = t.log_path;
-    task.color = t.color;
-    if (auto r = driver->adopt(task); r) {
+    if (auto r = driver->adopt(to_runtime_task(t)); r) {
       ++adopted;
     } else {
       core::logger()->warn("runtime: task {} of {} is gone ({}); recorded as stopped", t.task_id,
@@ -84,13 +77,7 @@ core::Result<void> Controller::Impl::recover() {
     for (const auto& t : *running) {
       const bool green_task = t.release_id == dep.release_id;
       if (moved == green_task) continue;  // keep what serves production
-      runtime::Task task;
-      task.task_id = t.task_id;
-      task.pid = static_cast<pid_t>(t.pid);
-      task.start_time = t.start_time;
-      task.port = t.port;
-      task.color = t.color;
-      (void)driver->stop(task);
+      (void)driver->stop(to_runtime_task(t));
       (void)store->update_task_status(t.task_id, store::TaskStatus::Stopped);
     }
     store::DeploymentUpdate u;
