@@ -15,8 +15,8 @@ TEST(Duration, ParsesUnitsAndCombinations) {
   struct Case {
     const char* text;
     int64_t ms;
-  } cases[] = {{"250ms", 250}, {"10s", 10'000}, {"5m", 300'000}, {"1h", 3'600'000},
-               {"1m30s", 90'000}, {"0s", 0},     {"1h1m1s1ms", 3'661'001}};
+  } cases[] = {{"250ms", 250},    {"10s", 10'000}, {"5m", 300'000},         {"1h", 3'600'000},
+               {"1m30s", 90'000}, {"0s", 0},       {"1h1m1s1ms", 3'661'001}};
   for (const auto& c : cases) {
     auto r = parse_duration(c.text);
     ASSERT_TRUE(r.ok()) << c.text << ": " << r.error().message;

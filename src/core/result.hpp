@@ -22,7 +22,8 @@ struct Error {
   Error() = default;
   explicit Error(std::string msg, ErrorKind k = ErrorKind::Invalid)
       : message(std::move(msg)), kind(k) {}
-  // Prefixes context: Error("bad port").wrap("listeners.production") -> "listeners.production: bad port"
+  // Prefixes context: Error("bad port").wrap("listeners.production") -> "listeners.production: bad
+  // port"
   Error wrap(const std::string& context) const { return Error(context + ": " + message, kind); }
 };
 
