@@ -10,40 +10,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "core/clock.hpp"
+#include "core/fd.hpp"
 
 namespace cutover::api {
-
-namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-// Waits until fd is ready for `events` or the deadline passes.
-bool wait_ready(int fd, short events, core::TimePoint deadline) {
-  while (true) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - core::RealClock::instance().now());
-    if (left.count() <= 0) return false;
-    pollfd p{fd, events, 0};
-    int r = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (r > 0) return true;
-    if (r < 0 && errno != EINTR) return false;
-  }
-}
-
-}  // namespace
 
 ApiClient::ApiClient(std::string address, std::string token, std::chrono::milliseconds timeout)
     : address_(std::move(address)), token_(std::move(token)), timeout_(timeout) {}
@@ -63,8 +32,8 @@ core::Result<ClientResponse> ApiClient::request(std::string_view method, std::st
   if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
     return core::Error("cannot resolve API address " + address_ + ": " + gai_strerror(rc));
   }
-  Fd fd(::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  const auto deadline = core::RealClock::instance().now() + timeout_;
+  core::UniqueFd fd(::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
   int rc = ::connect(fd.get(), res->ai_addr, res->ai_addrlen);
   ::freeaddrinfo(res);
   const std::string where = "the cutover API at " + address_;
@@ -72,7 +41,7 @@ core::Result<ClientResponse> ApiClient::request(std::string_view method, std::st
     return core::Error("cannot connect to " + where + ": " + std::strerror(errno) +
                        " (is `cutover serve` running?)");
   }
-  if (!wait_ready(fd.get(), POLLOUT, deadline)) {
+  if (!core::wait_ready(fd.get(), POLLOUT, deadline)) {
     return core::Error("timed out connecting to " + where);
   }
   int soerr = 0;
@@ -95,7 +64,7 @@ core::Result<ClientResponse> ApiClient::request(std::string_view method, std::st
   req.append("\r\n").append(body);
   size_t off = 0;
   while (off < req.size()) {
-    if (!wait_ready(fd.get(), POLLOUT, deadline))
+    if (!core::wait_ready(fd.get(), POLLOUT, deadline))
       return core::Error("timed out writing to " + where);
     ssize_t n = ::send(fd.get(), req.data() + off, req.size() - off, MSG_NOSIGNAL);
     if (n < 0) {
@@ -109,7 +78,7 @@ core::Result<ClientResponse> ApiClient::request(std::string_view method, std::st
   std::string raw;
   char buf[65536];
   while (true) {
-    if (!wait_ready(fd.get(), POLLIN, deadline))
+    if (!core::wait_ready(fd.get(), POLLIN, deadline))
       return core::Error("timed out reading from " + where);
     ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
     if (n < 0) {

@@ -1,5 +1,7 @@
 #include "proxy/admin_client.hpp"
 
+#include "core/fd.hpp"
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -20,32 +22,6 @@ namespace http = boost::beast::http;
 using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxResponseBytes = 64 * 1024 * 1024;
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-// Waits until fd is ready for `events` or the deadline passes.
-bool wait_for(int fd, short events, Clock::time_point deadline) {
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return false;
-    pollfd p{fd, events, 0};
-    int rc = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (rc > 0) return true;
-    if (rc < 0 && errno != EINTR) return false;
-  }
-}
-
 }  // namespace
 
 AdminClient::AdminClient(std::filesystem::path socket, std::chrono::milliseconds timeout)
@@ -63,11 +39,11 @@ core::Result<std::string> AdminClient::request(std::string_view method, std::str
   const std::string p = socket_.string();
   if (p.size() >= sizeof(addr.sun_path)) return fail("socket path too long");
   std::memcpy(addr.sun_path, p.c_str(), p.size() + 1);
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  core::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd.get() < 0) return fail(std::strerror(errno));
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     if (errno != EINPROGRESS && errno != EAGAIN) return fail(std::strerror(errno));
-    if (!wait_for(fd.get(), POLLOUT, deadline)) return fail("connect timed out");
+    if (!core::wait_ready(fd.get(), POLLOUT, deadline)) return fail("connect timed out");
     int err = 0;
     socklen_t len = sizeof err;
     ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
@@ -84,7 +60,7 @@ core::Result<std::string> AdminClient::request(std::string_view method, std::str
     if (n > 0) {
       sent += static_cast<size_t>(n);
     } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-      if (!wait_for(fd.get(), POLLOUT, deadline)) return fail("send timed out");
+      if (!core::wait_ready(fd.get(), POLLOUT, deadline)) return fail("send timed out");
     } else {
       return fail(fmt::format("send: {}", std::strerror(errno)));
     }
@@ -99,7 +75,7 @@ core::Result<std::string> AdminClient::request(std::string_view method, std::str
     } else if (n == 0) {
       break;
     } else if (errno == EAGAIN || errno == EINTR) {
-      if (!wait_for(fd.get(), POLLIN, deadline)) return fail("no response in time");
+      if (!core::wait_ready(fd.get(), POLLIN, deadline)) return fail("no response in time");
     } else {
       return fail(fmt::format("recv: {}", std::strerror(errno)));
     }
