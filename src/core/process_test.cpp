@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "core/temp_dir.hpp"
 
 #include <atomic>
 #include <filesystem>
@@ -23,21 +25,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() : path_(std::filesystem::temp_directory_path() / new_id("process-test")) {
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 SpawnSpec shell(const std::string& script) {
   SpawnSpec spec;

@@ -3,10 +3,12 @@
 #include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "core/temp_dir.hpp"
 
 #include <filesystem>
 #include <set>
@@ -24,19 +26,10 @@ using ::testing::HasSubstr;
 
 namespace {
 
-class TempDir {
+// A scratch directory per test.
+class TempDir : public core::TempDir {
  public:
-  TempDir() : path_(std::filesystem::temp_directory_path() / core::new_id("runtime-test")) {
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
+  TempDir() : core::TempDir("runtime-test") {}
 };
 
 template <typename Pred>
