@@ -22,9 +22,10 @@
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/basic_socket_acceptor.hpp>
+#include <boost/asio/basic_stream_socket.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 #include "core/clock.hpp"
 #include "proxy/proxy.hpp"
@@ -33,7 +34,6 @@
 namespace cutover::proxy::detail {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
 
 enum class HealthState : int { Initial, Healthy, Unhealthy, Draining };
@@ -62,6 +62,9 @@ struct TargetHealth {
   std::string address;
   std::atomic<HealthState> state{HealthState::Initial};
   std::atomic<int64_t> in_flight{0};  // requests being proxied to this target
+  // When Draining: the end of the drain (core::Clock time since epoch, ns); WebSocket tunnels to
+  // the target close then.
+  std::atomic<int64_t> drain_deadline_ns{0};
   // Control thread only:
   HealthCheck check;
   std::string group;  // the group whose health check settings apply
@@ -103,12 +106,22 @@ struct Shared {
   ProxyOptions options;
   core::Clock* clock = nullptr;
   std::atomic<int64_t> active_requests{0};
+  std::atomic<int64_t> open_connections{0};  // client connections (stop() waits for them)
   std::atomic<bool> stopping{false};
 };
 
 // One event-loop thread: listening sockets, client connections, upstream pools, round-robin state.
+// The request path (worker.cpp) uses the io_context's own executor type (no type erasure) and
+// one coarse deadline per connection checked by a sweeper every 100 ms instead of a timer per
+// operation; HTTP/1 parsing and rewriting are http1.hpp's.
 class Worker {
  public:
+  using Executor = asio::io_context::executor_type;
+  using Socket = asio::basic_stream_socket<tcp, Executor>;
+  using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
+  template <class T>
+  using Task = asio::awaitable<T, Executor>;
+
   Worker(Shared& shared, int index);
   ~Worker();
 
@@ -124,41 +137,49 @@ class Worker {
   };
   void apply(std::shared_ptr<const RouteTable> table, std::vector<NewListener> add,
              std::vector<std::string> remove);
-  // Stop accepting; idle client connections close, busy ones close after their response.
+  // Stop accepting. Busy client connections close after their current response; idle ones
+  // stay open until shutdown_grace so a request already on its way is still answered (with
+  // Connection: close), then close.
   void begin_shutdown();
 
- private:
-  struct ClientConn;
-  struct PooledConn {
-    std::unique_ptr<beast::tcp_stream> stream;
-    core::TimePoint idle_since;
-  };
+  struct Conn;
+  struct Buffer;
+  struct Upstream;
 
-  asio::awaitable<void> accept_loop(std::shared_ptr<tcp::acceptor> acceptor, std::string address);
-  asio::awaitable<void> serve(tcp::socket socket, std::string address);
-  // Proxies one request whose header has been read; returns whether the client connection may
-  // carry another request.
-  template <class Parser>
-  asio::awaitable<bool> handle(beast::tcp_stream& client, beast::flat_buffer& buffer,
-                               Parser& parser, const std::string& client_ip,
-                               const std::string& address);
+ private:
+  Task<void> accept_loop(std::shared_ptr<Acceptor> acceptor, std::string address);
+  Task<void> serve(Socket socket, std::string address);
+  Task<void> sweep_loop();
+  // Proxies one request whose head is parsed; returns whether the client connection may carry
+  // another request.
+  Task<bool> handle(Conn& c, size_t listener, std::shared_ptr<const RouteTable> table);
+  Task<void> tunnel(Conn& c, Upstream& up, const TargetEntry& target);
+  Task<bool> answer(Conn& c, int status, std::string_view detail, bool keep_alive);
+  void arm(Conn& c, std::chrono::milliseconds timeout);
+  void disarm(Conn& c);
+
   const TargetEntry* choose_target(const RouteTable& table, size_t listener, int& group_index,
                                    const TargetEntry* exclude);
   const TargetEntry* next_in_group(const RouteTable& table, int group_index,
                                    const TargetEntry* exclude);
-  std::unique_ptr<beast::tcp_stream> take_pooled(const TargetEntry& target);
-  void give_back(const TargetEntry& target, std::unique_ptr<beast::tcp_stream> stream);
-  std::string next_request_id();
+  std::unique_ptr<Upstream> take_pooled(const TargetEntry& target, bool check_open);
+  void give_back(const TargetEntry& target, std::unique_ptr<Upstream> up);
+  std::unique_ptr<char[]> take_buffer();
+  void give_buffer(std::unique_ptr<char[]> b);
+  void next_request_id(std::string& out);
 
   Shared& shared_;
   int index_;
   std::thread thread_;
   std::shared_ptr<const RouteTable> table_;
-  std::unordered_map<std::string, std::shared_ptr<tcp::acceptor>> acceptors_;
-  std::unordered_map<const TargetHealth*, std::vector<PooledConn>> pools_;
-  std::vector<std::vector<int>> wrr_current_;  // per listener, per group
-  std::vector<size_t> rr_next_;                // per group
-  std::list<ClientConn*> clients_;
+  std::unordered_map<std::string, std::shared_ptr<Acceptor>> acceptors_;
+  std::unordered_map<const TargetHealth*, std::vector<std::unique_ptr<Upstream>>> pools_;
+  std::vector<std::unique_ptr<char[]>> spare_buffers_;  // upstream read buffers
+  std::vector<std::vector<int>> wrr_current_;           // per listener, per group
+  std::vector<size_t> rr_next_;                         // per group
+  std::list<Conn*> conns_;
+  bool shutting_down_ = false;
+  int64_t shutdown_deadline_ms_ = 0;
   std::string request_id_prefix_;
   uint64_t request_counter_ = 0;
   // Declared last: destroyed first, while the members above still exist for the coroutine frames

@@ -24,6 +24,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
@@ -35,6 +36,7 @@ namespace cutover::proxy {
 namespace {
 
 using namespace detail;
+namespace beast = boost::beast;
 namespace http = beast::http;
 using nlohmann::json;
 using local = asio::local::stream_protocol;
@@ -241,6 +243,9 @@ struct Proxy::Impl {
         h->stopped = true;
         const auto* g = old->find_group(h->group);
         h->drain_deadline = now + std::chrono::milliseconds(g ? g->drain_timeout_ms : 0);
+        h->drain_deadline_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       h->drain_deadline.time_since_epoch())
+                                       .count());
         draining.push_back(h);
       }
       // Stats of targets no longer in any group go away.
@@ -648,7 +653,10 @@ struct Proxy::Impl {
       asio::post(worker->io_context(), [worker] { worker->begin_shutdown(); });
     }
     auto deadline = shared.clock->now() + shared.options.shutdown_grace;
-    while (shared.active_requests.load() > 0 && shared.clock->now() < deadline)
+    // Idle keep-alive connections stay open (up to the grace) so that a request already sent on
+    // one is still answered; workers close them by then.
+    while ((shared.active_requests.load() > 0 || shared.open_connections.load() > 0) &&
+           shared.clock->now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     for (auto& w : workers) w->join();
     workers.clear();

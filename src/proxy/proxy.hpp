@@ -62,6 +62,7 @@ struct ProxyOptions {
   std::chrono::milliseconds body_timeout{60'000};          // between body reads/writes
   std::chrono::milliseconds connect_timeout{3'000};        // upstream connect -> 504
   std::chrono::milliseconds response_timeout{60'000};      // upstream response header -> 504
+  std::chrono::milliseconds total_timeout{300'000};        // whole request (not tunnels); 0 = none
   std::chrono::milliseconds upstream_idle_timeout{4'000};  // pooled keep-alive connection
   std::size_t max_idle_per_target = 64;             // pooled connections per target per worker
   std::chrono::milliseconds shutdown_grace{5'000};  // in-flight requests at stop()
