@@ -550,6 +550,8 @@ void write_request_head(const RequestHead& req, const RequestRewrite& rw, std::s
       if (iequals(n, "x-forwarded-proto") || iequals(n, "x-forwarded-host")) continue;
       if (iequals(n, "x-request-id")) has_request_id = true;
     }
+    // The proxy answers 100-continue itself (or already has the body): not forwarded.
+    if (req.expect_continue && lower(n[0]) == 'e' && iequals(n, "expect")) continue;
     if (lower(n[0]) == 'h' && iequals(n, "host")) host = h.value;
     append_header(out, n, h.value);
   }

@@ -184,7 +184,9 @@ class Worker {
   uint64_t request_counter_ = 0;
   // Declared last: destroyed first, while the members above still exist for the coroutine frames
   // it destroys (the destructor clears sockets held outside frames before that).
-  asio::io_context ioc_{1};
+  // Only this worker's thread does I/O on its sockets (others only post to it), so the reactor
+  // needs no locking per operation.
+  asio::io_context ioc_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
 };
 
 }  // namespace cutover::proxy::detail

@@ -64,7 +64,9 @@ struct ProxyOptions {
   std::chrono::milliseconds response_timeout{60'000};      // upstream response header -> 504
   std::chrono::milliseconds total_timeout{300'000};        // whole request (not tunnels); 0 = none
   std::chrono::milliseconds upstream_idle_timeout{4'000};  // pooled keep-alive connection
-  std::size_t max_idle_per_target = 64;             // pooled connections per target per worker
+  // Pooled connections per target per worker: as many as requests run at once, or targets see
+  // a connect per request beyond it (HAProxy keeps them all by default).
+  std::size_t max_idle_per_target = 1024;
   std::chrono::milliseconds shutdown_grace{5'000};  // in-flight requests at stop()
 };
 

@@ -154,6 +154,7 @@ struct Worker::Conn {
   Buffer in;
   std::string out;  // rewritten heads, reused
   std::string client_ip;
+  std::string local_address;  // "127.0.0.1:8000": Host for HTTP/1.0 requests without one
   std::string request_id;
   http1::RequestHead req;
   http1::ResponseHead res;
@@ -427,6 +428,12 @@ Task<void> Worker::serve(Socket socket, std::string address) {
     boost::system::error_code ec;
     auto remote = c.client.remote_endpoint(ec);
     c.client_ip = ec ? std::string("unknown") : remote.address().to_string();
+    auto local = c.client.local_endpoint(ec);
+    if (!ec) {
+      c.local_address = local.address().is_v6() ? "[" + local.address().to_string() + "]"
+                                                : local.address().to_string();
+      c.local_address += ':' + std::to_string(local.port());
+    }
   }
   c.in.prepare(kClientBufferBytes, kClientBufferBytes);
   c.self = conns_.insert(conns_.end(), &c);
@@ -566,12 +573,8 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
   // The rewritten head, kept for a retry on another target or a fresh connection.
   c.request_id.clear();
   next_request_id(c.request_id);
-  std::string_view host_fallback;
-  if (req.host.empty())
-    for (const auto& [addr, idx] : table->listener_by_address)
-      if (idx == listener) host_fallback = addr;
   c.out.clear();
-  http1::RequestRewrite rw{c.client_ip, "http", c.request_id, host_fallback};
+  http1::RequestRewrite rw{c.client_ip, "http", c.request_id, c.local_address};
   http1::write_request_head(req, rw, c.out);
   const size_t head_size = c.out.size();
   const bool idempotent = req.idempotent();
