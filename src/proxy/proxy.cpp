@@ -203,13 +203,13 @@ struct Proxy::Impl {
     table->version = next.version;
     std::map<std::string, std::shared_ptr<TargetHealth>> next_health;
     std::vector<std::shared_ptr<TargetHealth>> started_checks;
-    std::map<std::string, size_t> group_index;
     {
       std::lock_guard lock(mu);
       for (const auto& g : next.target_groups) {
-        group_index[g.name] = table->groups.size();
         GroupEntry ge;
         ge.name = g.name;
+        ge.algorithm = g.algorithm;
+        ge.ejection = g.passive_ejection;
         for (const auto& t : g.targets) {
           std::shared_ptr<TargetHealth> h;
           if (auto it = next_health.find(t.id); it != next_health.end()) {
@@ -258,17 +258,7 @@ struct Proxy::Impl {
       }
       health = std::move(next_health);
     }
-    for (const auto& l : next.listeners) {
-      ListenerEntry le;
-      le.name = l.name;
-      le.weights.assign(table->groups.size(), 0);
-      for (const auto& r : l.routes) {
-        le.weights[group_index[r.target_group]] = r.weight;
-        le.total_weight += r.weight;
-      }
-      table->listener_by_address[l.address] = table->listeners.size();
-      table->listeners.push_back(std::move(le));
-    }
+    build_listeners(*table, next);
 
     // Hand the table and sockets to every worker and wait until each has switched.
     std::shared_ptr<const RouteTable> frozen = table;
