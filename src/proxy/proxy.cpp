@@ -338,6 +338,12 @@ struct Proxy::Impl {
               h->consecutive_failures >= h->check.unhealthy_threshold)
             h->state.store(HealthState::Unhealthy);
         }
+        if (h->state.load() == HealthState::Healthy && before != HealthState::Healthy) {
+          // Back from unhealthy (a restarted task, say): a passive ejection from before is over.
+          h->ejected_until.store(0, std::memory_order_relaxed);
+          h->consecutive_5xx.store(0, std::memory_order_relaxed);
+          h->consecutive_connect_failures.store(0, std::memory_order_relaxed);
+        }
         if (h->state.load() != before)
           core::logger()->info("[proxy] target {} ({}) is {}{}", h->id, h->address,
                                to_string(h->state.load()), failure ? ": " + *failure : "");
@@ -369,14 +375,27 @@ struct Proxy::Impl {
   json targets_json() {
     std::lock_guard lock(mu);
     json groups = json::array();
-    auto entry = [](const TargetHealth& h) {
-      return json{{"id", h.id},
-                  {"address", h.address},
-                  {"state", to_string(h.state.load())},
-                  {"consecutive_successes", h.consecutive_successes},
-                  {"consecutive_failures", h.consecutive_failures},
-                  {"last_error", h.last_error},
-                  {"in_flight", h.in_flight.load()}};
+    const auto now = shared.clock->now();
+    const auto wall = shared.clock->wall();
+    auto entry = [&](const TargetHealth& h) {
+      auto until = ejected_until(h, now);
+      return json{
+          {"id", h.id},
+          {"address", h.address},
+          {"state", to_string(h.state.load())},
+          {"consecutive_successes", h.consecutive_successes},
+          {"consecutive_failures", h.consecutive_failures},
+          {"last_error", h.last_error},
+          {"in_flight", h.in_flight.load()},
+          {"ejected", until.has_value()},
+          {"ejected_until",
+           until ? json(core::format_rfc3339(
+                       wall + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                  *until - now)))
+                 : json(nullptr)},
+          {"ejections", h.ejections.load()},
+          {"consecutive_5xx", h.consecutive_5xx.load()},
+          {"consecutive_connect_failures", h.consecutive_connect_failures.load()}};
     };
     for (const auto& g : snapshot->target_groups) {
       json targets = json::array();
@@ -464,13 +483,26 @@ struct Proxy::Impl {
       }
     }
     out += errors + latency;
-    out += "# HELP cutover_proxy_target_healthy 1 if the target receives traffic.\n";
+    out += "# HELP cutover_proxy_target_healthy 1 if the target passes its health checks.\n";
     out += "# TYPE cutover_proxy_target_healthy gauge\n";
+    std::string ejected =
+        "# HELP cutover_proxy_target_ejected 1 while the target is passively ejected.\n"
+        "# TYPE cutover_proxy_target_ejected gauge\n";
+    std::string ejections =
+        "# HELP cutover_proxy_target_ejections_total Passive ejections of the target.\n"
+        "# TYPE cutover_proxy_target_ejections_total counter\n";
     for (const auto& g : t["target_groups"])
-      for (const auto& tg : g["targets"])
-        out += fmt::format("cutover_proxy_target_healthy{{target_group=\"{}\",target=\"{}\"}} {}\n",
-                           g["name"].get<std::string>(), tg["id"].get<std::string>(),
+      for (const auto& tg : g["targets"]) {
+        std::string labels = fmt::format("target_group=\"{}\",target=\"{}\"",
+                                         g["name"].get<std::string>(), tg["id"].get<std::string>());
+        out += fmt::format("cutover_proxy_target_healthy{{{}}} {}\n", labels,
                            tg["state"] == "healthy" ? 1 : 0);
+        ejected += fmt::format("cutover_proxy_target_ejected{{{}}} {}\n", labels,
+                               tg["ejected"].get<bool>() ? 1 : 0);
+        ejections += fmt::format("cutover_proxy_target_ejections_total{{{}}} {}\n", labels,
+                                 tg["ejections"].get<uint64_t>());
+      }
+    out += ejected + ejections;
     return out;
   }
 
