@@ -325,21 +325,33 @@ void Router::report(const RouteTable& table, int group, const TargetEntry& targe
   }
   if (threshold <= 0 || count < threshold) return;
   // Never the last target that may take traffic, never more than max_ejection_percent.
-  size_t ejected = 0;
-  size_t others_eligible = 0;
-  for (const auto& t : g.targets) {
-    if (t.health == target.health) continue;
-    bool out = ejected_now(*t.health, now);
-    if (out) ++ejected;
-    if (!out && healthy(*t.health)) ++others_eligible;
-  }
-  if (others_eligible == 0) return;
-  if ((ejected + 1) * 100 > static_cast<size_t>(policy.max_ejection_percent) * g.targets.size())
-    return;
+  auto allowed = [&](std::memory_order order) {
+    size_t ejected = 0;
+    size_t others_eligible = 0;
+    const int64_t t_now = now.get();
+    for (const auto& t : g.targets) {
+      if (t.health == target.health) continue;
+      bool out = t.health->ejected_until.load(order) > t_now;
+      if (out) ++ejected;
+      if (!out && healthy(*t.health)) ++others_eligible;
+    }
+    return others_eligible > 0 &&
+           (ejected + 1) * 100 <=
+               static_cast<size_t>(policy.max_ejection_percent) * g.targets.size();
+  };
+  if (!allowed(kRelaxed)) return;
   int64_t next_until = now.get() + std::chrono::duration_cast<core::TimePoint::duration>(
                                        std::chrono::milliseconds(policy.ejection_ms))
                                        .count();
-  if (!h.ejected_until.compare_exchange_strong(until, next_until, kRelaxed)) return;  // raced
+  // Two workers may eject two targets of one group at the same moment, each having seen the other
+  // still in rotation. Sequentially consistent exchange and re-check: at least one of them sees the
+  // other's ejection and takes its own back (both may; the next failure tries again).
+  if (!h.ejected_until.compare_exchange_strong(until, next_until, std::memory_order_seq_cst))
+    return;  // another worker ejected it, or cleared an expired deadline: nothing to do
+  if (!allowed(std::memory_order_seq_cst)) {
+    h.ejected_until.compare_exchange_strong(next_until, 0, std::memory_order_seq_cst);
+    return;
+  }
   h.consecutive_5xx.store(0, kRelaxed);
   h.consecutive_connect_failures.store(0, kRelaxed);
   h.ejections.fetch_add(1, kRelaxed);

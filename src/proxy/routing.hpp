@@ -33,8 +33,7 @@
 // choice decides and the response sets a new cookie. A listener with one routed group sets no
 // cookie (there is no choice, and responses without Set-Cookie stay cacheable).
 // Known limit: replacing a target mid-deployment (a crashed task) changes the epoch and unpins
-// everyone once; an epoch supplied by the controller (its deployment id)
-// would remove that.
+// everyone once; an epoch supplied by the controller (its deployment id) would remove that.
 //
 // Passive ejection (per group, GroupEntry::ejection; see PassiveEjection in snapshot.hpp): workers
 // report the outcome of each proxied request; after `consecutive_5xx` 5xx answers or

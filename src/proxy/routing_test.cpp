@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <map>
 #include <new>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -587,6 +588,29 @@ TEST_F(RoutingTest, EjectionIsPerTargetAndSharedAcrossTables) {
   // The next snapshot keeps the target (same id): it stays ejected, the shared state says so.
   apply(snapshot(2, {{"blue", {"t1", "t2", "t3"}, kWeightTotal, Algorithm::RoundRobin, policy}}));
   for (int i = 0; i < 10; ++i) EXPECT_NE(pick().target->id, "t1");
+}
+
+TEST_F(RoutingTest, ConcurrentWorkersEjectATargetExactlyOnce) {
+  // Workers share TargetHealth; each has its own Router. Many failures reported at once from four
+  // threads eject the target once (one log line), and the group keeps a target.
+  PassiveEjection policy{3, 0, 60000, 100};
+  apply(snapshot(1, {{"blue", {"t1", "t2"}, kWeightTotal, Algorithm::RoundRobin, policy}}));
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 4; ++w)
+    workers.emplace_back([this] {
+      Router router(clock_);
+      router.reset(table_);
+      int blue = group_index("blue");
+      for (int i = 0; i < 2000; ++i) {
+        router.report(*table_, blue, target("t1"), Outcome::Status5xx);
+        router.report(*table_, blue, target("t2"), Outcome::Status5xx);
+        auto p = router.pick(*table_, 0, "", nullptr);
+        ASSERT_NE(p.target, nullptr);
+      }
+    });
+  for (auto& t : workers) t.join();
+  EXPECT_EQ(health("t1").ejections.load() + health("t2").ejections.load(), 1u);
+  EXPECT_NE(is_ejected(health("t1"), clock_.now()), is_ejected(health("t2"), clock_.now()));
 }
 
 }  // namespace
