@@ -43,11 +43,13 @@
 // restart at 0, and failures of requests already in flight at the ejection do not count. Counters
 // and the ejection deadline live in TargetHealth, shared by all workers: relaxed atomics, and a
 // compare-exchange on the deadline so that exactly one worker ejects a target and logs it (one
-// warning per ejection, at most one per target per ejection_ms: no flood). An ejected target comes
+// warning per ejection, at most one per target per ejection_ms: no flood), followed by a re-check
+// so that two workers ejecting at once cannot empty a group together. An ejected target comes
 // back when its deadline passes, or when its active health check turns it Healthy again.
 //
 // Thread-safety: a Router belongs to one worker thread: no locks, no allocation in pick(),
-// pick_in_group() or report() (report() logs once per ejection). The free functions are pure.
+// pick_in_group() or report() (report() logs once per ejection). The free functions keep no
+// state.
 #pragma once
 
 #include <cstddef>
