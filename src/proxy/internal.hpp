@@ -104,11 +104,12 @@ struct ListenerEntry {
   int total_weight = 0;
   int routed_groups = 0;  // groups with weight > 0
   // Sticky cohorts (routing.hpp), built by build_listeners(): the cookie name (empty = off), and
-  // per group index the cookie value "<group>.<epoch>" and the whole Set-Cookie header value
-  // (empty for groups with weight 0).
+  // per group index the cookie value "<group>.<epoch>", the Set-Cookie header value and header
+  // line (empty for groups with weight 0).
   std::string sticky_cookie;
   std::vector<std::string> cohort;
   std::vector<std::string> set_cookie;
+  std::vector<std::string> set_cookie_line;  // "Set-Cookie: <set_cookie>\r\n"
 };
 
 // Everything a worker needs to route one request, built once per snapshot.

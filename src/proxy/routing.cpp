@@ -127,12 +127,14 @@ void build_listeners(RouteTable& table, const RouteSnapshot& snapshot) {
     le.sticky_cookie = l.sticky_cookie;
     le.cohort.assign(table.groups.size(), std::string());
     le.set_cookie.assign(table.groups.size(), std::string());
+    le.set_cookie_line.assign(table.groups.size(), std::string());
     if (!le.sticky_cookie.empty()) {
       std::string epoch = cohort_epoch(table, le.weights);
       for (size_t g = 0; g < table.groups.size(); ++g) {
         if (le.weights[g] <= 0) continue;
         le.cohort[g] = fmt::format("{}.{}", table.groups[g].name, epoch);
         le.set_cookie[g] = format_set_cookie(le.sticky_cookie, le.cohort[g]);
+        le.set_cookie_line[g] = "Set-Cookie: " + le.set_cookie[g] + "\r\n";
       }
     }
     table.listener_by_address[l.address] = table.listeners.size();
@@ -242,7 +244,10 @@ Pick Router::pick(const RouteTable& table, size_t listener, std::string_view coo
   p.group = weighted_choice(table, listener);
   if (p.group < 0) return p;
   p.target = pick_in_group(table, p.group, exclude);
-  if (sticky && p.target) p.set_cookie = l.set_cookie[static_cast<size_t>(p.group)];
+  if (sticky && p.target) {
+    p.set_cookie = l.set_cookie[static_cast<size_t>(p.group)];
+    p.set_cookie_line = l.set_cookie_line[static_cast<size_t>(p.group)];
+  }
   return p;
 }
 

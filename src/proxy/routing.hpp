@@ -80,9 +80,11 @@ enum class Outcome {
 struct Pick {
   const TargetEntry* target = nullptr;  // null: nothing may take the request -> 503
   int group = -1;                       // index in RouteTable::groups; -1: listener routes nowhere
-  // Non-empty: add the response header "Set-Cookie: <set_cookie>". Points into the RouteTable,
-  // which the request keeps alive.
+  // Non-empty: the response gets the header "Set-Cookie: <set_cookie>"; set_cookie_line is that
+  // whole line with its CRLF, ready for http1::write_response_head's `extra`. Both point into the
+  // RouteTable, which the request keeps alive.
   std::string_view set_cookie;
+  std::string_view set_cookie_line;
 };
 
 class Router {
@@ -135,6 +137,22 @@ void build_listeners(RouteTable& table, const RouteSnapshot& snapshot);
 std::optional<std::string_view> find_cookie(std::string_view cookie_header, std::string_view name);
 // "cutover_cohort=web-green.1a2b3c4d; Path=/; HttpOnly; SameSite=Lax"
 std::string format_set_cookie(std::string_view name, std::string_view value);
+
+// The value of the first Cookie field among `headers` (any range of {name, value} string_view
+// pairs, such as http1::Head::headers); "" when there is none. A user agent sends one Cookie
+// field (RFC 6265 §5.4); a second one from a non-conforming client is not looked at.
+template <class Headers>
+std::string_view cookie_field(const Headers& headers) {
+  for (const auto& h : headers) {
+    std::string_view name = h.name;
+    if (name.size() != 6) continue;
+    bool match = true;
+    for (size_t i = 0; i < 6 && match; ++i)
+      match = (name[i] | 0x20) == "cookie"[i];  // ASCII case-insensitive; '-' etc. never match
+    if (match) return h.value;
+  }
+  return {};
+}
 // The cohort epoch of one listener: 8 hex digits of a hash of its routed groups (weight > 0) and
 // their target ids, independent of order.
 std::string cohort_epoch(const RouteTable& table, const std::vector<int>& weights);

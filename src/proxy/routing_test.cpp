@@ -344,6 +344,17 @@ TEST(Cookies, FindCookieParsesTheCookieHeader) {
     EXPECT_EQ(find_cookie(c.header, "cutover_cohort"), c.expected) << c.header;
 }
 
+TEST(Cookies, CookieFieldFindsTheFirstCookieHeaderInAnyCase) {
+  struct H {
+    std::string_view name;
+    std::string_view value;
+  };
+  std::vector<H> headers = {{"Host", "x"}, {"Cookies", "no"}, {"cOOKIE", "a=1"}, {"Cookie", "b=2"}};
+  EXPECT_EQ(cookie_field(headers), "a=1");
+  EXPECT_EQ(cookie_field(std::vector<H>{{"Host", "x"}, {"Set-Cookie", "a=1"}}), "");
+  EXPECT_EQ(cookie_field(std::vector<H>{{"cookie", ""}}), "");
+}
+
 TEST(Cookies, SetCookieHeader) {
   EXPECT_EQ(format_set_cookie("cutover_cohort", "web-green.0a1b2c3d"),
             "cutover_cohort=web-green.0a1b2c3d; Path=/; HttpOnly; SameSite=Lax");
@@ -357,6 +368,7 @@ TEST_F(RoutingTest, StickyCohortPinsAClientAndKeepsTheSplitOfNewClientsExact) {
   ASSERT_FALSE(first.set_cookie.empty()) << "a new client gets its cohort";
   EXPECT_EQ(first.set_cookie, "cutover_cohort=blue." + cohort_epoch(*table_, {9000, 1000}) +
                                   "; Path=/; HttpOnly; SameSite=Lax");
+  EXPECT_EQ(first.set_cookie_line, "Set-Cookie: " + std::string(first.set_cookie) + "\r\n");
   // Find a green client.
   Pick green;
   for (int i = 0; i < 10 && group_of(green) != "green"; ++i) green = pick();
@@ -371,6 +383,7 @@ TEST_F(RoutingTest, StickyCohortPinsAClientAndKeepsTheSplitOfNewClientsExact) {
     auto p = pick(cookie);
     ASSERT_EQ(group_of(p), "green");
     EXPECT_TRUE(p.set_cookie.empty());
+    EXPECT_TRUE(p.set_cookie_line.empty());
     pinned_targets[p.target->id]++;
     auto n = pick();
     EXPECT_FALSE(n.set_cookie.empty());
