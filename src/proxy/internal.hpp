@@ -7,6 +7,8 @@
 //     other threads (version(), listener_port()).
 //   - TargetHealth and TargetStats are shared between the control thread and workers; workers only
 //     read `state` and update atomics.
+//   - Routing decisions (group/target choice, sticky cohorts, passive ejection) are routing.hpp's;
+//     the Router state is per worker, its ejection counters are TargetHealth atomics.
 //   - RouteTable is immutable once built; each Worker holds its own shared_ptr<const RouteTable>,
 //     replaced by a task posted to the worker's loop, so a request reads it without a lock.
 #pragma once
@@ -29,6 +31,7 @@
 
 #include "core/clock.hpp"
 #include "proxy/proxy.hpp"
+#include "proxy/routing.hpp"
 #include "proxy/snapshot.hpp"
 
 namespace cutover::proxy::detail {
@@ -55,8 +58,8 @@ struct TargetStats {
   void record_latency(core::Duration d);
 };
 
-// Health of one target id. `state` and `in_flight` are read by workers; the rest belongs to the
-// control thread.
+// Health of one target id. `state` and `in_flight` are read by workers, the passive ejection
+// atomics are read and written by workers (routing.hpp); the rest belongs to the control thread.
 struct TargetHealth {
   std::string id;
   std::string address;
@@ -65,6 +68,12 @@ struct TargetHealth {
   // When Draining: the end of the drain (core::Clock time since epoch, ns); WebSocket tunnels to
   // the target close then.
   std::atomic<int64_t> drain_deadline_ns{0};
+  // Passive ejection (Router::report): failures in a row, and the end of the current ejection in
+  // core::TimePoint ticks since the clock's epoch (0 = not ejected).
+  std::atomic<int> consecutive_5xx{0};
+  std::atomic<int> consecutive_connect_failures{0};
+  std::atomic<int64_t> ejected_until{0};
+  std::atomic<uint64_t> ejections{0};  // since the target appeared
   // Control thread only:
   HealthCheck check;
   std::string group;  // the group whose health check settings apply
@@ -85,12 +94,22 @@ struct TargetEntry {
 struct GroupEntry {
   std::string name;
   std::vector<TargetEntry> targets;
+  Algorithm algorithm = Algorithm::RoundRobin;
+  PassiveEjection ejection;  // off by default
 };
 
 struct ListenerEntry {
   std::string name;
   std::vector<int> weights;  // per group index in RouteTable::groups; 0 = not routed
   int total_weight = 0;
+  int routed_groups = 0;  // groups with weight > 0
+  // Sticky cohorts (routing.hpp), built by build_listeners(): the cookie name (empty = off), and
+  // per group index the cookie value "<group>.<epoch>", the Set-Cookie header value and header
+  // line (empty for groups with weight 0).
+  std::string sticky_cookie;
+  std::vector<std::string> cohort;
+  std::vector<std::string> set_cookie;
+  std::vector<std::string> set_cookie_line;  // "Set-Cookie: <set_cookie>\r\n"
 };
 
 // Everything a worker needs to route one request, built once per snapshot.

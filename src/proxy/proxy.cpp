@@ -203,13 +203,13 @@ struct Proxy::Impl {
     table->version = next.version;
     std::map<std::string, std::shared_ptr<TargetHealth>> next_health;
     std::vector<std::shared_ptr<TargetHealth>> started_checks;
-    std::map<std::string, size_t> group_index;
     {
       std::lock_guard lock(mu);
       for (const auto& g : next.target_groups) {
-        group_index[g.name] = table->groups.size();
         GroupEntry ge;
         ge.name = g.name;
+        ge.algorithm = g.algorithm;
+        ge.ejection = g.passive_ejection;
         for (const auto& t : g.targets) {
           std::shared_ptr<TargetHealth> h;
           if (auto it = next_health.find(t.id); it != next_health.end()) {
@@ -258,17 +258,7 @@ struct Proxy::Impl {
       }
       health = std::move(next_health);
     }
-    for (const auto& l : next.listeners) {
-      ListenerEntry le;
-      le.name = l.name;
-      le.weights.assign(table->groups.size(), 0);
-      for (const auto& r : l.routes) {
-        le.weights[group_index[r.target_group]] = r.weight;
-        le.total_weight += r.weight;
-      }
-      table->listener_by_address[l.address] = table->listeners.size();
-      table->listeners.push_back(std::move(le));
-    }
+    build_listeners(*table, next);
 
     // Hand the table and sockets to every worker and wait until each has switched.
     std::shared_ptr<const RouteTable> frozen = table;
@@ -348,6 +338,12 @@ struct Proxy::Impl {
               h->consecutive_failures >= h->check.unhealthy_threshold)
             h->state.store(HealthState::Unhealthy);
         }
+        if (h->state.load() == HealthState::Healthy && before != HealthState::Healthy) {
+          // Back from unhealthy (a restarted task, say): a passive ejection from before is over.
+          h->ejected_until.store(0, std::memory_order_relaxed);
+          h->consecutive_5xx.store(0, std::memory_order_relaxed);
+          h->consecutive_connect_failures.store(0, std::memory_order_relaxed);
+        }
         if (h->state.load() != before)
           core::logger()->info("[proxy] target {} ({}) is {}{}", h->id, h->address,
                                to_string(h->state.load()), failure ? ": " + *failure : "");
@@ -379,14 +375,27 @@ struct Proxy::Impl {
   json targets_json() {
     std::lock_guard lock(mu);
     json groups = json::array();
-    auto entry = [](const TargetHealth& h) {
-      return json{{"id", h.id},
-                  {"address", h.address},
-                  {"state", to_string(h.state.load())},
-                  {"consecutive_successes", h.consecutive_successes},
-                  {"consecutive_failures", h.consecutive_failures},
-                  {"last_error", h.last_error},
-                  {"in_flight", h.in_flight.load()}};
+    const auto now = shared.clock->now();
+    const auto wall = shared.clock->wall();
+    auto entry = [&](const TargetHealth& h) {
+      auto until = ejected_until(h, now);
+      return json{
+          {"id", h.id},
+          {"address", h.address},
+          {"state", to_string(h.state.load())},
+          {"consecutive_successes", h.consecutive_successes},
+          {"consecutive_failures", h.consecutive_failures},
+          {"last_error", h.last_error},
+          {"in_flight", h.in_flight.load()},
+          {"ejected", until.has_value()},
+          {"ejected_until",
+           until ? json(core::format_rfc3339(
+                       wall + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                  *until - now)))
+                 : json(nullptr)},
+          {"ejections", h.ejections.load()},
+          {"consecutive_5xx", h.consecutive_5xx.load()},
+          {"consecutive_connect_failures", h.consecutive_connect_failures.load()}};
     };
     for (const auto& g : snapshot->target_groups) {
       json targets = json::array();
@@ -474,13 +483,26 @@ struct Proxy::Impl {
       }
     }
     out += errors + latency;
-    out += "# HELP cutover_proxy_target_healthy 1 if the target receives traffic.\n";
+    out += "# HELP cutover_proxy_target_healthy 1 if the target passes its health checks.\n";
     out += "# TYPE cutover_proxy_target_healthy gauge\n";
+    std::string ejected =
+        "# HELP cutover_proxy_target_ejected 1 while the target is passively ejected.\n"
+        "# TYPE cutover_proxy_target_ejected gauge\n";
+    std::string ejections =
+        "# HELP cutover_proxy_target_ejections_total Passive ejections of the target.\n"
+        "# TYPE cutover_proxy_target_ejections_total counter\n";
     for (const auto& g : t["target_groups"])
-      for (const auto& tg : g["targets"])
-        out += fmt::format("cutover_proxy_target_healthy{{target_group=\"{}\",target=\"{}\"}} {}\n",
-                           g["name"].get<std::string>(), tg["id"].get<std::string>(),
+      for (const auto& tg : g["targets"]) {
+        std::string labels = fmt::format("target_group=\"{}\",target=\"{}\"",
+                                         g["name"].get<std::string>(), tg["id"].get<std::string>());
+        out += fmt::format("cutover_proxy_target_healthy{{{}}} {}\n", labels,
                            tg["state"] == "healthy" ? 1 : 0);
+        ejected += fmt::format("cutover_proxy_target_ejected{{{}}} {}\n", labels,
+                               tg["ejected"].get<bool>() ? 1 : 0);
+        ejections += fmt::format("cutover_proxy_target_ejections_total{{{}}} {}\n", labels,
+                                 tg["ejections"].get<uint64_t>());
+      }
+    out += ejected + ejections;
     return out;
   }
 

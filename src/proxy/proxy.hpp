@@ -1,8 +1,9 @@
 // The data plane: `cutover proxy`, a separate process that outlives the controller (DESIGN.md §4).
 // It serves HTTP/1.1 on the listeners of its current RouteSnapshot, chooses a target group per
-// request by smooth weighted round robin and a healthy target inside it by round robin, runs the
-// active health checks of every target itself, and is driven through an admin API (HTTP/1.1 on a
-// Unix socket, mode 0600):
+// request by smooth weighted round robin (or the client's sticky cohort) and a healthy target
+// inside it by round robin or least outstanding requests, skipping passively ejected targets
+// (routing.hpp), runs the active health checks of every target itself, and is driven through an
+// admin API (HTTP/1.1 on a Unix socket, mode 0600):
 //   PUT /snapshot   body = snapshot JSON. 200 applied (or same version + same content: no-op),
 //                   400 invalid, 409 older version / same version with other content,
 //                   422 a listener cannot be bound (the old snapshot stays), 500 not persisted.
@@ -11,7 +12,11 @@
 //   GET /health     {"status":"ok","version":N,"pid":P}
 //   GET /targets    {"version":N,"target_groups":[{"name":..,"targets":[{"id","address",
 //                   "state":"initial|healthy|unhealthy|draining","consecutive_successes",
-//                   "consecutive_failures","last_error"}]}]}
+//                   "consecutive_failures","last_error","in_flight",
+//                   "ejected":bool,"ejected_until":"2026-11-22T10:00:10.000Z"|null,"ejections",
+//                   "consecutive_5xx","consecutive_connect_failures"}]}]}
+//                   (health checks are counted in consecutive_successes/_failures, proxied
+//                   requests for passive ejection in consecutive_5xx/_connect_failures)
 //   GET /stats      {"version":N,"target_groups":[{"name":..,"targets":[{"id","address",
 //                   "requests":{"2xx","3xx","4xx","5xx"},"upstream_errors","in_flight",
 //                   "latency_ms":{"buckets":[{"le":5,"count":n},..,{"le":"+Inf",..}],

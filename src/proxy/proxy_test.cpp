@@ -315,6 +315,36 @@ TEST_F(ProxyTest, RemovedTargetDrainsInFlightRequests) {
   EXPECT_TRUE(wait_state("task-a", "absent"));
 }
 
+TEST_F(ProxyTest, RoutingOptionsAreAppliedAndTargetsShowPassiveEjection) {
+  Backend a("task-a");
+  start_proxy();
+  auto s = snapshot(1, {{"blue", {&a}}});
+  s.listeners[0].sticky_cookie = "cutover_cohort";
+  s.target_groups[0].algorithm = Algorithm::LeastOutstandingRequests;
+  s.target_groups[0].passive_ejection = kDefaultPassiveEjection;
+  put(s);
+  auto got = admin().get_snapshot();
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(*got, s);
+  ASSERT_TRUE(wait_state("task-a", "healthy"));
+  auto targets = nlohmann::json::parse(admin().get("/targets").value());
+  auto t = targets["target_groups"][0]["targets"][0];
+  EXPECT_EQ(t["ejected"], false);
+  EXPECT_TRUE(t["ejected_until"].is_null());
+  EXPECT_EQ(t["ejections"], 0);
+  EXPECT_EQ(t["consecutive_5xx"], 0);
+  EXPECT_EQ(t["consecutive_connect_failures"], 0);
+  auto metrics = admin().get("/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(
+      metrics->find("cutover_proxy_target_ejected{target_group=\"blue\",target=\"task-a\"} 0"),
+      std::string::npos)
+      << *metrics;
+  EXPECT_NE(
+      metrics->find("cutover_proxy_target_healthy{target_group=\"blue\",target=\"task-a\"} 1"),
+      std::string::npos);
+}
+
 TEST_F(ProxyTest, MetricsAndStats) {
   Backend a("task-a");
   start_proxy();

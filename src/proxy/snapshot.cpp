@@ -98,7 +98,7 @@ Result<Route> parse_route(const json& j, const std::string& path) {
 Result<Listener> parse_listener(const json& j, const std::string& path) {
   ObjectReader r(j, path);
   CUTOVER_CHECK(r.check_object());
-  CUTOVER_CHECK(r.check_keys({"name", "address", "routes"}));
+  CUTOVER_CHECK(r.check_keys({"name", "address", "routes", "sticky"}));
   Listener l;
   CUTOVER_TRY(name, r.string("name"));
   CUTOVER_TRY(address, r.string("address"));
@@ -111,7 +111,35 @@ Result<Listener> parse_listener(const json& j, const std::string& path) {
       l.routes.push_back(std::move(route));
     }
   }
+  if (r.has("sticky")) {
+    ObjectReader sr(j.at("sticky"), path + ".sticky");
+    CUTOVER_CHECK(sr.check_object());
+    CUTOVER_CHECK(sr.check_keys({"cookie"}));
+    CUTOVER_TRY(cookie, sr.string("cookie"));
+    if (cookie.empty()) return Error(path + ".sticky.cookie: must not be empty");
+    l.sticky_cookie = std::move(cookie);
+  }
   return l;
+}
+
+Result<PassiveEjection> parse_passive_ejection(const json& j, const std::string& path) {
+  ObjectReader r(j, path);
+  CUTOVER_CHECK(r.check_object());
+  CUTOVER_CHECK(r.check_keys(
+      {"consecutive_5xx", "consecutive_connect_failures", "ejection_ms", "max_ejection_percent"}));
+  PassiveEjection p = kDefaultPassiveEjection;
+  auto read_int = [&](const char* key, int64_t min, int64_t max, int& out) -> Result<void> {
+    if (!r.has(key)) return core::ok();
+    auto v = r.integer(key, min, max);
+    if (!v.ok()) return v.error();
+    out = static_cast<int>(*v);
+    return core::ok();
+  };
+  CUTOVER_CHECK(read_int("consecutive_5xx", 0, 1000, p.consecutive_5xx));
+  CUTOVER_CHECK(read_int("consecutive_connect_failures", 0, 1000, p.consecutive_connect_failures));
+  CUTOVER_CHECK(read_int("ejection_ms", 1, 3'600'000, p.ejection_ms));
+  CUTOVER_CHECK(read_int("max_ejection_percent", 1, 100, p.max_ejection_percent));
+  return p;
 }
 
 Result<HealthCheck> parse_health(const json& j, const std::string& path) {
@@ -145,7 +173,8 @@ Result<HealthCheck> parse_health(const json& j, const std::string& path) {
 Result<TargetGroup> parse_group(const json& j, const std::string& path) {
   ObjectReader r(j, path);
   CUTOVER_CHECK(r.check_object());
-  CUTOVER_CHECK(r.check_keys({"name", "targets", "health", "drain_timeout_ms"}));
+  CUTOVER_CHECK(r.check_keys(
+      {"name", "targets", "algorithm", "health", "passive_ejection", "drain_timeout_ms"}));
   TargetGroup g;
   CUTOVER_TRY(name, r.string("name"));
   g.name = std::move(name);
@@ -161,9 +190,25 @@ Result<TargetGroup> parse_group(const json& j, const std::string& path) {
       g.targets.push_back(Target{std::move(id), std::move(address)});
     }
   }
+  if (r.has("algorithm")) {
+    CUTOVER_TRY(algorithm, r.string("algorithm"));
+    if (algorithm == to_string(Algorithm::RoundRobin)) {
+      g.algorithm = Algorithm::RoundRobin;
+    } else if (algorithm == to_string(Algorithm::LeastOutstandingRequests)) {
+      g.algorithm = Algorithm::LeastOutstandingRequests;
+    } else {
+      return Error(fmt::format(
+          "{}.algorithm: must be \"round_robin\" or \"least_outstanding_requests\", got \"{}\"",
+          path, algorithm));
+    }
+  }
   if (r.has("health")) {
     CUTOVER_TRY(h, parse_health(j.at("health"), path + ".health"));
     g.health = std::move(h);
+  }
+  if (r.has("passive_ejection")) {
+    CUTOVER_TRY(p, parse_passive_ejection(j.at("passive_ejection"), path + ".passive_ejection"));
+    g.passive_ejection = p;
   }
   if (r.has("drain_timeout_ms")) {
     CUTOVER_TRY(d, r.integer("drain_timeout_ms", 0, 24LL * 3'600'000));
@@ -173,6 +218,35 @@ Result<TargetGroup> parse_group(const json& j, const std::string& path) {
 }
 
 }  // namespace
+
+const char* to_string(Algorithm a) {
+  switch (a) {
+    case Algorithm::RoundRobin:
+      return "round_robin";
+    case Algorithm::LeastOutstandingRequests:
+      return "least_outstanding_requests";
+  }
+  return "unknown";
+}
+
+bool is_cookie_name(std::string_view name) {
+  // RFC 9110 §5.6.2 tchar.
+  constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
+  if (name.empty()) return false;
+  for (unsigned char c : name) {
+    bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              kSpecials.find(static_cast<char>(c)) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool is_cookie_value(std::string_view value) {
+  // RFC 6265 §4.1.1 cookie-octet: visible US-ASCII except DQUOTE, comma, semicolon, backslash.
+  for (unsigned char c : value)
+    if (c < 0x21 || c > 0x7e || c == '"' || c == ',' || c == ';' || c == '\\') return false;
+  return true;
+}
 
 const TargetGroup* RouteSnapshot::find_group(std::string_view name) const {
   for (const auto& g : target_groups)
@@ -267,6 +341,18 @@ Result<void> validate(const RouteSnapshot& s) {
           fmt::format("{}.health.path: must start with '/', got \"{}\"", path, g.health.path));
     auto m = StatusMatcher::parse(g.health.matcher);
     if (!m.ok()) return m.error().wrap(path + ".health");
+    const auto& p = g.passive_ejection;
+    auto in_range = [&](const char* key, int v, int min, int max) -> Result<void> {
+      if (v < min || v > max)
+        return Error(
+            fmt::format("{}.passive_ejection.{}: must be {}..{}, got {}", path, key, min, max, v));
+      return core::ok();
+    };
+    CUTOVER_CHECK(in_range("consecutive_5xx", p.consecutive_5xx, 0, 1000));
+    CUTOVER_CHECK(
+        in_range("consecutive_connect_failures", p.consecutive_connect_failures, 0, 1000));
+    CUTOVER_CHECK(in_range("ejection_ms", p.ejection_ms, 1, 3'600'000));
+    CUTOVER_CHECK(in_range("max_ejection_percent", p.max_ejection_percent, 1, 100));
   }
   std::set<std::string, std::less<>> names;
   std::set<std::string, std::less<>> addresses;
@@ -300,6 +386,19 @@ Result<void> validate(const RouteSnapshot& s) {
       return Error(fmt::format(
           "{}.routes: weights of listener \"{}\" sum to {}; they must sum to {} (100%) or all be 0",
           path, l.name, sum, kWeightTotal));
+    if (!l.sticky_cookie.empty()) {
+      if (l.sticky_cookie.size() > 64 || !is_cookie_name(l.sticky_cookie))
+        return Error(
+            fmt::format("{}.sticky.cookie: \"{}\" is not a cookie name (1-64 letters, digits or "
+                        "!#$%&'*+-.^_`|~)",
+                        path, l.sticky_cookie));
+      for (size_t r = 0; r < l.routes.size(); ++r)
+        if (!is_cookie_value(l.routes[r].target_group))
+          return Error(fmt::format(
+              "{}.routes[{}].target_group: \"{}\" cannot be a sticky cookie value (no spaces, "
+              "quotes, commas, semicolons or backslashes)",
+              path, r, l.routes[r].target_group));
+    }
   }
   return core::ok();
 }
@@ -343,23 +442,35 @@ std::string to_json(const RouteSnapshot& s) {
     json routes = json::array();
     for (const auto& r : l.routes)
       routes.push_back({{"target_group", r.target_group}, {"weight", r.weight}});
-    j["listeners"].push_back({{"name", l.name}, {"address", l.address}, {"routes", routes}});
+    json lj = {{"name", l.name}, {"address", l.address}, {"routes", routes}};
+    if (!l.sticky_cookie.empty()) lj["sticky"] = {{"cookie", l.sticky_cookie}};
+    j["listeners"].push_back(std::move(lj));
   }
   j["target_groups"] = json::array();
   for (const auto& g : s.target_groups) {
     json targets = json::array();
     for (const auto& t : g.targets) targets.push_back({{"id", t.id}, {"address", t.address}});
     const auto& h = g.health;
-    j["target_groups"].push_back({{"name", g.name},
-                                  {"targets", targets},
-                                  {"health",
-                                   {{"path", h.path},
-                                    {"interval_ms", h.interval_ms},
-                                    {"timeout_ms", h.timeout_ms},
-                                    {"healthy_threshold", h.healthy_threshold},
-                                    {"unhealthy_threshold", h.unhealthy_threshold},
-                                    {"matcher", h.matcher}}},
-                                  {"drain_timeout_ms", g.drain_timeout_ms}});
+    const auto& p = g.passive_ejection;
+    json gj = {{"name", g.name},
+               {"targets", targets},
+               {"algorithm", to_string(g.algorithm)},
+               {"health",
+                {{"path", h.path},
+                 {"interval_ms", h.interval_ms},
+                 {"timeout_ms", h.timeout_ms},
+                 {"healthy_threshold", h.healthy_threshold},
+                 {"unhealthy_threshold", h.unhealthy_threshold},
+                 {"matcher", h.matcher}}},
+               // Always written, so that to_json() and parse_snapshot() round-trip exactly; both
+               // thresholds 0 = off.
+               {"passive_ejection",
+                {{"consecutive_5xx", p.consecutive_5xx},
+                 {"consecutive_connect_failures", p.consecutive_connect_failures},
+                 {"ejection_ms", p.ejection_ms},
+                 {"max_ejection_percent", p.max_ejection_percent}}},
+               {"drain_timeout_ms", g.drain_timeout_ms}};
+    j["target_groups"].push_back(std::move(gj));
   }
   return j.dump();
 }

@@ -75,6 +75,123 @@ TEST(Snapshot, RejectsInvalidSnapshotsWithThePath) {
   }
 }
 
+TEST(Snapshot, RoutingOptionsParseAndRoundTrip) {
+  auto s = parse_snapshot(R"({"version":1,
+    "target_groups":[{"name":"web-blue","algorithm":"least_outstanding_requests",
+                      "passive_ejection":{"consecutive_5xx":7,"consecutive_connect_failures":0,
+                                          "ejection_ms":2500,"max_ejection_percent":34}},
+                     {"name":"web-green","passive_ejection":{}}],
+    "listeners":[{"name":"web/production","address":"127.0.0.1:1",
+                  "routes":[{"target_group":"web-blue","weight":9000},
+                            {"target_group":"web-green","weight":1000}],
+                  "sticky":{"cookie":"cutover_cohort"}}]})");
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const auto& blue = s->target_groups[0];
+  EXPECT_EQ(blue.algorithm, Algorithm::LeastOutstandingRequests);
+  EXPECT_EQ(blue.passive_ejection, (PassiveEjection{7, 0, 2500, 34}));
+  const auto& green = s->target_groups[1];
+  EXPECT_EQ(green.algorithm, Algorithm::RoundRobin);
+  EXPECT_EQ(green.passive_ejection, kDefaultPassiveEjection) << "an empty object = the defaults";
+  EXPECT_TRUE(green.passive_ejection.enabled());
+  EXPECT_EQ(s->listeners[0].sticky_cookie, "cutover_cohort");
+  auto again = parse_snapshot(to_json(*s));
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(*again, *s);
+}
+
+TEST(Snapshot, RoutingOptionsDefaultToOff) {
+  auto s = parse_snapshot(
+      R"({"version":1,"target_groups":[{"name":"g"}],"listeners":[{"name":"a","address":"127.0.0.1:1"}]})");
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->target_groups[0].algorithm, Algorithm::RoundRobin);
+  EXPECT_FALSE(s->target_groups[0].passive_ejection.enabled());
+  EXPECT_TRUE(s->listeners[0].sticky_cookie.empty());
+  auto again = parse_snapshot(to_json(*s));
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(*again, *s);
+}
+
+TEST(Snapshot, RejectsInvalidRoutingOptionsWithThePath) {
+  const BadCase cases[] = {
+      {R"({"version":1,"target_groups":[{"name":"g","algorithm":"random"}]})",
+       "target_groups[0].algorithm: must be \"round_robin\" or \"least_outstanding_requests\", "
+       "got \"random\""},
+      {R"({"version":1,"target_groups":[{"name":"g","algorithm":1}]})",
+       "target_groups[0].algorithm: expected a string"},
+      {R"({"version":1,"target_groups":[{"name":"g","passive_ejection":5}]})",
+       "target_groups[0].passive_ejection: expected an object"},
+      {R"({"version":1,"target_groups":[{"name":"g","passive_ejection":{"consecutive_500":5}}]})",
+       "target_groups[0].passive_ejection: unknown key \"consecutive_500\""},
+      {R"({"version":1,"target_groups":[{"name":"g","passive_ejection":{"consecutive_5xx":-1}}]})",
+       "target_groups[0].passive_ejection.consecutive_5xx: must be 0..1000, got -1"},
+      {R"({"version":1,"target_groups":[{"name":"g","passive_ejection":{"consecutive_connect_failures":1001}}]})",
+       "target_groups[0].passive_ejection.consecutive_connect_failures: must be 0..1000, got 1001"},
+      {R"({"version":1,"target_groups":[{"name":"g","passive_ejection":{"ejection_ms":0}}]})",
+       "target_groups[0].passive_ejection.ejection_ms: must be 1..3600000, got 0"},
+      {R"({"version":1,"target_groups":[{"name":"g","passive_ejection":{"max_ejection_percent":101}}]})",
+       "target_groups[0].passive_ejection.max_ejection_percent: must be 1..100, got 101"},
+      {R"({"version":1,"target_groups":[{"name":"g","passive_ejection":{"ejection_ms":"10s"}}]})",
+       "target_groups[0].passive_ejection.ejection_ms: expected an integer"},
+      {R"({"version":1,"listeners":[{"name":"a","address":"127.0.0.1:1","sticky":"cutover_cohort"}]})",
+       "listeners[0].sticky: expected an object"},
+      {R"({"version":1,"listeners":[{"name":"a","address":"127.0.0.1:1","sticky":{}}]})",
+       "listeners[0].sticky.cookie: is required"},
+      {R"({"version":1,"listeners":[{"name":"a","address":"127.0.0.1:1","sticky":{"cookie":""}}]})",
+       "listeners[0].sticky.cookie: must not be empty"},
+      {R"({"version":1,"listeners":[{"name":"a","address":"127.0.0.1:1","sticky":{"cookie":"x","ttl":1}}]})",
+       "listeners[0].sticky: unknown key \"ttl\""},
+      {R"({"version":1,"listeners":[{"name":"a","address":"127.0.0.1:1","sticky":{"cookie":"a=b"}}]})",
+       "listeners[0].sticky.cookie: \"a=b\" is not a cookie name"},
+      {R"({"version":1,"listeners":[{"name":"a","address":"127.0.0.1:1","sticky":{"cookie":"has space"}}]})",
+       "listeners[0].sticky.cookie: \"has space\" is not a cookie name"},
+      {R"({"version":1,"target_groups":[{"name":"g;1"}],"listeners":[{"name":"a","address":"127.0.0.1:1","routes":[{"target_group":"g;1","weight":10000}],"sticky":{"cookie":"c"}}]})",
+       "listeners[0].routes[0].target_group: \"g;1\" cannot be a sticky cookie value"},
+  };
+  for (const auto& c : cases) {
+    auto s = parse_snapshot(c.json);
+    ASSERT_FALSE(s.ok()) << c.json;
+    EXPECT_NE(s.error().message.find(c.expected), std::string::npos)
+        << c.json << " -> " << s.error().message;
+  }
+}
+
+TEST(Snapshot, ValidateChecksProgrammaticRoutingOptions) {
+  RouteSnapshot s;
+  s.version = 1;
+  TargetGroup g;
+  g.name = "g";
+  g.passive_ejection = {5, 3, 0, 50};
+  s.target_groups.push_back(g);
+  auto r = validate(s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message,
+            "target_groups[0].passive_ejection.ejection_ms: must be 1..3600000, got 0");
+  // A group name that is no cookie value is fine as long as no sticky listener routes it.
+  s.target_groups[0] = TargetGroup{};
+  s.target_groups[0].name = "g 1";
+  s.listeners.push_back(Listener{"a", "127.0.0.1:1", {Route{"g 1", 10000}}, ""});
+  EXPECT_TRUE(validate(s).ok());
+  s.listeners[0].sticky_cookie = "c";
+  EXPECT_FALSE(validate(s).ok());
+}
+
+TEST(Snapshot, CookieNamesAndValues) {
+  EXPECT_TRUE(is_cookie_name("cutover_cohort"));
+  EXPECT_TRUE(is_cookie_name("__Host-x.y~1"));
+  EXPECT_FALSE(is_cookie_name(""));
+  EXPECT_FALSE(is_cookie_name("a b"));
+  EXPECT_FALSE(is_cookie_name("a;b"));
+  EXPECT_FALSE(is_cookie_name("a=b"));
+  EXPECT_FALSE(is_cookie_name("caf\xc3\xa9"));
+  EXPECT_TRUE(is_cookie_value("web-green.0a1b2c3d"));
+  EXPECT_TRUE(is_cookie_value("a=b/c:d"));
+  EXPECT_FALSE(is_cookie_value("a b"));
+  EXPECT_FALSE(is_cookie_value("a\"b"));
+  EXPECT_FALSE(is_cookie_value("a,b"));
+  EXPECT_FALSE(is_cookie_value("a;b"));
+  EXPECT_FALSE(is_cookie_value("a\\b"));
+}
+
 TEST(Snapshot, AllZeroWeightsAreValid) {
   auto s = parse_snapshot(
       R"({"version":1,"target_groups":[{"name":"g"}],"listeners":[{"name":"a","address":"127.0.0.1:1","routes":[{"target_group":"g","weight":0}]}]})");

@@ -263,7 +263,7 @@ class ProxyTest : public ::testing::Test {
                                 std::string listener_address = "127.0.0.1:0") {
     RouteSnapshot s;
     s.version = version;
-    Listener l{"web/production", std::move(listener_address), {}};
+    Listener l{"web/production", std::move(listener_address), {}, /*sticky_cookie=*/""};
     for (const auto& g : groups) {
       TargetGroup tg;
       tg.name = g.name;
