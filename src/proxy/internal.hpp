@@ -177,10 +177,6 @@ class Worker {
   void arm(Conn& c, std::chrono::milliseconds timeout);
   void disarm(Conn& c);
 
-  const TargetEntry* choose_target(const RouteTable& table, size_t listener, int& group_index,
-                                   const TargetEntry* exclude);
-  const TargetEntry* next_in_group(const RouteTable& table, int group_index,
-                                   const TargetEntry* exclude);
   std::unique_ptr<Upstream> take_pooled(const TargetEntry& target, bool check_open);
   void give_back(const TargetEntry& target, std::unique_ptr<Upstream> up);
   std::unique_ptr<char[]> take_buffer();
@@ -194,8 +190,7 @@ class Worker {
   std::unordered_map<std::string, std::shared_ptr<Acceptor>> acceptors_;
   std::unordered_map<const TargetHealth*, std::vector<std::unique_ptr<Upstream>>> pools_;
   std::vector<std::unique_ptr<char[]>> spare_buffers_;  // upstream read buffers
-  std::vector<std::vector<int>> wrr_current_;           // per listener, per group
-  std::vector<size_t> rr_next_;                         // per group
+  Router router_;
   std::list<Conn*> conns_;
   bool shutting_down_ = false;
   int64_t shutdown_deadline_ms_ = 0;

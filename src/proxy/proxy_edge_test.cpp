@@ -398,5 +398,104 @@ TEST_F(ProxyEdgeTest, WebSocketToARemovedTargetLivesUntilTheDrainTimeout) {
   EXPECT_EQ(w2.upgrades.load(), 0);
 }
 
+// The split through real sockets: 100,000 requests at 10/90 over pipelined keep-alive
+// connections land exactly (smooth weighted round robin), and 0.01/99.99 sends 10 ± 3.
+TEST_F(ProxyEdgeTest, WeightedSplitIsExactOverOneHundredThousandRequests) {
+  options_.workers = 1;  // one weighted-choice state: the split is exact, not just close
+  Backend blue("blue-1"), green("green-1");
+  start_proxy();
+  auto run = [&](uint64_t version, int green_weight) {
+    blue.requests = 0;
+    green.requests = 0;
+    put(snapshot(version, {{"blue", {&blue}, kWeightTotal - green_weight},
+                           {"green", {&green}, green_weight}}));
+    EXPECT_TRUE(wait_state("blue-1", "healthy"));
+    EXPECT_TRUE(wait_state("green-1", "healthy"));
+    constexpr int kConns = 4, kPerConn = 25000, kBatch = 500;
+    std::vector<std::thread> clients;
+    std::atomic<int> answered{0};
+    for (int t = 0; t < kConns; ++t) {
+      clients.emplace_back([&] {
+        Raw c(port());
+        std::string batch;
+        for (int i = 0; i < kBatch; ++i) batch += "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        for (int sent = 0; sent < kPerConn; sent += kBatch) {
+          if (!c.send(batch)) return;
+          auto got = c.read_until("HTTP/1.1 200 OK", kBatch);
+          int n = 0;
+          for (size_t p = got.find("HTTP/1.1 200 OK"); p != std::string::npos;
+               p = got.find("HTTP/1.1 200 OK", p + 1))
+            ++n;
+          answered += n;
+          if (n != kBatch) return;
+        }
+      });
+    }
+    for (auto& t : clients) t.join();
+    EXPECT_EQ(answered.load(), kConns * kPerConn);
+    return std::pair<int, int>(blue.requests.load(), green.requests.load());
+  };
+  auto [b1, g1] = run(1, 1000);
+  EXPECT_EQ(b1 + g1, 100000);
+  EXPECT_NEAR(g1, 10000, 100) << "10% of 100,000 within ±0.1%";
+  auto [b2, g2] = run(2, 1);
+  EXPECT_EQ(b2 + g2, 100000);
+  EXPECT_NEAR(g2, 10, 3);
+}
+
+TEST_F(ProxyEdgeTest, StickyCohortPinsAClientToItsGroup) {
+  Backend blue("blue-1"), green("green-1");
+  start_proxy();
+  auto s = snapshot(1, {{"blue", {&blue}, 5000}, {"green", {&green}, 5000}});
+  s.listeners[0].sticky_cookie = "cutover_cohort";
+  put(s);
+  ASSERT_TRUE(wait_state("blue-1", "healthy"));
+  ASSERT_TRUE(wait_state("green-1", "healthy"));
+  for (int client = 0; client < 6; ++client) {
+    Client c(port());
+    auto first = c.get("/");
+    ASSERT_EQ(first.result_int(), 200);
+    std::string set_cookie(first[http::field::set_cookie]);
+    ASSERT_EQ(set_cookie.rfind("cutover_cohort=", 0), 0u) << set_cookie;
+    std::string cookie = set_cookie.substr(0, set_cookie.find(';'));
+    for (int i = 0; i < 20; ++i) {
+      auto res = c.request(http::verb::get, "/", "", {{"Cookie", "a=1; " + cookie}});
+      ASSERT_EQ(res.body(), first.body()) << "request " << i << " of client " << client;
+      EXPECT_TRUE(res[http::field::set_cookie].empty());
+    }
+  }
+  // The split ends (green at 100%): a blue pin is dropped and a new cookie set.
+  put(snapshot(2, {{"blue", {&blue}, 0}, {"green", {&green}, kWeightTotal}}));
+  Client c(port());
+  auto res = c.request(http::verb::get, "/", "", {{"Cookie", "cutover_cohort=blue.00000000"}});
+  EXPECT_EQ(res.body(), "green-1");
+}
+
+TEST_F(ProxyEdgeTest, PassiveEjectionTakesA5xxTargetOutOfRotation) {
+  Backend good("good"), bad("bad");
+  bad.handler = [](const Request&, Response& res) {
+    res.result(http::status::internal_server_error);
+  };
+  start_proxy();
+  auto s = snapshot(1, {{"blue", {&good, &bad}}});
+  s.target_groups[0].passive_ejection = PassiveEjection{3, 3, 60000, 50};
+  put(s);
+  ASSERT_TRUE(wait_state("good", "healthy"));
+  ASSERT_TRUE(wait_state("bad", "healthy"));
+  Client c(port());
+  int errors = 0;
+  for (int i = 0; i < 200; ++i)
+    if (c.get("/").result_int() == 500) ++errors;
+  // Round robin over two targets sends every other request to "bad" until it is ejected after
+  // its third 5xx in a row (per worker: two workers may each see three).
+  EXPECT_GE(errors, 3);
+  EXPECT_LE(errors, 6);
+  auto targets = nlohmann::json::parse(admin().get("/targets").value());
+  bool ejected = false;
+  for (const auto& t : targets["target_groups"][0]["targets"])
+    if (t["id"] == "bad") ejected = t["ejected"].get<bool>();
+  EXPECT_TRUE(ejected) << targets.dump();
+}
+
 }  // namespace
 }  // namespace cutover::proxy

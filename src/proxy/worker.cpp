@@ -178,7 +178,10 @@ void Worker::arm(Conn& c, std::chrono::milliseconds timeout) {
 void Worker::disarm(Conn& c) { c.deadline = kNever; }
 
 Worker::Worker(Shared& shared, int index)
-    : shared_(shared), index_(index), request_id_prefix_(core::random_hex(6)) {
+    : shared_(shared),
+      index_(index),
+      router_(*shared.clock),
+      request_id_prefix_(core::random_hex(6)) {
   request_id_prefix_ += '-';
   request_id_prefix_ += std::to_string(index_);
   request_id_prefix_ += '-';
@@ -237,8 +240,7 @@ void Worker::apply(std::shared_ptr<const RouteTable> table, std::vector<NewListe
     asio::co_spawn(ioc_, accept_loop(acceptor, l.address), asio::detached);
   }
   table_ = std::move(table);
-  wrr_current_.assign(table_->listeners.size(), std::vector<int>(table_->groups.size(), 0));
-  rr_next_.assign(table_->groups.size(), 0);
+  router_.reset(table_);
   // Pooled connections to targets that are gone (or draining) close now.
   std::unordered_map<const TargetHealth*, bool> live;
   for (const auto& g : table_->groups)
@@ -327,40 +329,6 @@ void Worker::next_request_id(std::string& out) {
     n >>= 4;
   } while (n);
   out.append(hex + i, static_cast<size_t>(16 - i));
-}
-
-const TargetEntry* Worker::next_in_group(const RouteTable& table, int group_index,
-                                         const TargetEntry* exclude) {
-  const auto& targets = table.groups[group_index].targets;
-  size_t n = targets.size();
-  // A request that began on an older table (a retry after a snapshot swap) does not touch the
-  // round-robin state, which belongs to the current table.
-  size_t scratch = 0;
-  size_t& next = &table == table_.get() ? rr_next_[group_index] : scratch;
-  for (size_t k = 0; k < n; ++k) {
-    size_t i = next++ % n;
-    const auto& t = targets[i];
-    if (&t == exclude) continue;
-    if (t.health->state.load(std::memory_order_relaxed) == HealthState::Healthy) return &t;
-  }
-  return nullptr;
-}
-
-// nginx's smooth weighted round robin: deterministic, and spreads picks evenly over the cycle.
-const TargetEntry* Worker::choose_target(const RouteTable& table, size_t listener, int& group_index,
-                                         const TargetEntry* exclude) {
-  const auto& l = table.listeners[listener];
-  auto& current = wrr_current_[listener];
-  int best = -1;
-  for (size_t g = 0; g < l.weights.size(); ++g) {
-    if (l.weights[g] == 0) continue;
-    current[g] += l.weights[g];
-    if (best < 0 || current[g] > current[best]) best = static_cast<int>(g);
-  }
-  if (best < 0) return nullptr;
-  current[best] -= l.total_weight;
-  group_index = best;
-  return next_in_group(table, best, exclude);
 }
 
 std::unique_ptr<Worker::Upstream> Worker::take_pooled(const TargetEntry& target, bool check_open) {
@@ -553,13 +521,17 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
   if (req.framing == http1::Framing::Length && req.content_length > opt.max_body_bytes) {
     co_return co_await answer(c, 413, "request body too large", false);
   }
-  int group_index = -1;
-  const TargetEntry* target = choose_target(*table, listener, group_index, nullptr);
-  if (!target) {
-    std::string why = "no healthy target in target group " + table->groups[group_index].name;
+  // The Cookie view points into the head, still intact in the client buffer here.
+  const Pick pick = router_.pick(*table, listener, cookie_field(req.headers));
+  if (!pick.target) {
+    std::string why = pick.group < 0
+                          ? std::string("no route for this listener")
+                          : "no healthy target in target group " + table->groups[pick.group].name;
     bool keep = reusable();
     co_return co_await answer(c, 503, why, keep);
   }
+  const int group_index = pick.group;
+  const TargetEntry* target = pick.target;
 
   // 100-continue is answered here: the body is then read from the client and streamed on.
   if (req.expect_continue && req.framing != http1::Framing::None && c.in.size() == 0 &&
@@ -611,10 +583,11 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
         core::logger()->debug("[proxy] connect to {} ({}): {}", target->id,
                               target->endpoint.address().to_string(),
                               timeout ? "timed out" : cec.message());
+        router_.report(*table, group_index, *target, Outcome::ConnectFailure);
         // Nothing was sent: another target may take the request, whatever its method.
         if (!target_retried) {
           target_retried = true;
-          const TargetEntry* other = next_in_group(*table, group_index, target);
+          const TargetEntry* other = router_.pick_in_group(*table, group_index, target);
           if (other) {
             target = other;
             continue;
@@ -729,6 +702,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
       }
       target->stats->upstream_errors.fetch_add(1, std::memory_order_relaxed);
       target->stats->record_status(timed_out ? 504 : 502);
+      router_.report(*table, group_index, *target, Outcome::Status5xx);
       std::string why = "target " + target->id + " " +
                         (timed_out         ? std::string("did not respond in time")
                          : upstream_failed ? std::string("closed the connection")
@@ -740,6 +714,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
       give_buffer(std::move(ublock));
       target->stats->upstream_errors.fetch_add(1, std::memory_order_relaxed);
       target->stats->record_status(502);
+      router_.report(*table, group_index, *target, Outcome::Status5xx);
       std::string why =
           std::string("target ") + target->id + " sent an invalid response: " + rp.error;
       bool keep = reusable();
@@ -753,6 +728,8 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
     target->stats->record_latency(
         std::chrono::duration_cast<core::Duration>(shared_.clock->now() - started));
     target->stats->record_status(status);
+    router_.report(*table, group_index, *target,
+                   status >= 500 ? Outcome::Status5xx : Outcome::Success);
 
     if (status == 101) {
       if (!upgrade) {
@@ -761,7 +738,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
                                   false);
       }
       c.out.clear();
-      http1::write_response_head(res, client_minor, true, {}, c.out);
+      http1::write_response_head(res, client_minor, true, pick.set_cookie_line, c.out);
       std::array<asio::const_buffer, 2> bufs{
           asio::buffer(c.out), asio::buffer(ublock.get() + rp.head_bytes, uend - rp.head_bytes)};
       arm(c, opt.body_timeout);
@@ -776,7 +753,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
     const bool until_close = res.framing == http1::Framing::UntilClose;
     const bool keep = reusable() && !until_close;
     c.out.clear();
-    http1::write_response_head(res, client_minor, keep, {}, c.out);
+    http1::write_response_head(res, client_minor, keep, pick.set_cookie_line, c.out);
     http1::BodyFramer rframer;
     rframer.reset(res.framing, res.content_length);
     size_t have = uend - rp.head_bytes;
