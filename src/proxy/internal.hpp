@@ -34,6 +34,10 @@
 #include "proxy/routing.hpp"
 #include "proxy/snapshot.hpp"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace cutover::proxy::detail {
 
 namespace asio = boost::asio;
@@ -110,6 +114,10 @@ struct ListenerEntry {
   std::vector<std::string> cohort;
   std::vector<std::string> set_cookie;
   std::vector<std::string> set_cookie_line;  // "Set-Cookie: <set_cookie>\r\n"
+  // TLS termination (tls.hpp); null = plain HTTP. Set by the control thread after
+  // build_listeners().
+  std::shared_ptr<asio::ssl::context> tls;
+  int redirect_https_port = 0;  // > 0: every request gets a 308 to https on this port
 };
 
 // Everything a worker needs to route one request, built once per snapshot.
@@ -167,13 +175,14 @@ class Worker {
 
  private:
   Task<void> accept_loop(std::shared_ptr<Acceptor> acceptor, std::string address);
-  Task<void> serve(Socket socket, std::string address);
+  Task<void> serve(Socket socket, std::string address, std::shared_ptr<asio::ssl::context> tls);
   Task<void> sweep_loop();
   // Proxies one request whose head is parsed; returns whether the client connection may carry
   // another request.
   Task<bool> handle(Conn& c, size_t listener, std::shared_ptr<const RouteTable> table);
   Task<void> tunnel(Conn& c, Upstream& up, const TargetEntry& target);
-  Task<bool> answer(Conn& c, int status, std::string_view detail, bool keep_alive);
+  Task<bool> answer(Conn& c, int status, std::string_view detail, bool keep_alive,
+                    std::string_view location = {});
   void arm(Conn& c, std::chrono::milliseconds timeout);
   void disarm(Conn& c);
 

@@ -31,6 +31,7 @@
 #include "core/fs.hpp"
 #include "core/log.hpp"
 #include "proxy/internal.hpp"
+#include "proxy/tls.hpp"
 
 namespace cutover::proxy {
 namespace {
@@ -123,6 +124,30 @@ struct Proxy::Impl {
   std::map<std::string, std::shared_ptr<TargetHealth>> health;  // target id -> health
   std::map<std::pair<std::string, std::string>, std::shared_ptr<TargetStats>> stats;
   std::vector<std::shared_ptr<TargetHealth>> draining;
+  // TLS contexts by (cert, key) file, reused while neither file changes (snapshots can arrive
+  // 100 times a second; certificates rarely change). Control thread only.
+  struct CachedTls {
+    std::filesystem::file_time_type cert_mtime, key_mtime;
+    std::shared_ptr<asio::ssl::context> ctx;
+  };
+  std::map<std::pair<std::string, std::string>, CachedTls> tls_cache;
+
+  core::Result<std::shared_ptr<asio::ssl::context>> tls_context(const std::string& cert,
+                                                                const std::string& key) {
+    std::error_code e1, e2;
+    auto cm = std::filesystem::last_write_time(cert, e1);
+    auto km = std::filesystem::last_write_time(key, e2);
+    auto& cached = tls_cache[{cert, key}];
+    if (!e1 && !e2 && cached.ctx && cached.cert_mtime == cm && cached.key_mtime == km)
+      return cached.ctx;
+    auto ctx = make_server_context(cert, key);
+    if (!ctx.ok()) {
+      tls_cache.erase({cert, key});
+      return ctx.error();
+    }
+    cached = CachedTls{cm, km, *ctx};
+    return *ctx;
+  }
 
   // ---- snapshot application (control thread) ----
 
@@ -143,6 +168,18 @@ struct Proxy::Impl {
               fmt::format("target {} of group {}: {}", t.id, g.name, ep.error().message)};
         endpoints[g.name + '\0' + t.id] = *ep;
       }
+
+    // TLS certificates load before anything changes: a bad file rejects the snapshot.
+    std::vector<std::shared_ptr<asio::ssl::context>> tls(next.listeners.size());
+    for (size_t i = 0; i < next.listeners.size(); ++i) {
+      const auto& l = next.listeners[i];
+      if (l.tls_cert.empty()) continue;
+      auto ctx = tls_context(l.tls_cert, l.tls_key);
+      if (!ctx.ok())
+        return ApplyError{http::status::bad_request, fmt::format("listeners[{}].tls ({}): {}", i,
+                                                                 l.name, ctx.error().message)};
+      tls[i] = *ctx;
+    }
 
     std::shared_ptr<const RouteSnapshot> old;
     {
@@ -259,6 +296,10 @@ struct Proxy::Impl {
       health = std::move(next_health);
     }
     build_listeners(*table, next);
+    for (size_t i = 0; i < next.listeners.size() && i < table->listeners.size(); ++i) {
+      table->listeners[i].tls = tls[i];
+      table->listeners[i].redirect_https_port = next.listeners[i].redirect_https_port;
+    }
 
     // Hand the table and sockets to every worker and wait until each has switched.
     std::shared_ptr<const RouteTable> frozen = table;

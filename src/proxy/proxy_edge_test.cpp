@@ -3,6 +3,7 @@
 // responses, and WebSocket echo (real WebSocket framing with Beast on both ends) including the
 // drain of a tunnel to a removed target.
 #include <gtest/gtest.h>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/websocket.hpp>
 
@@ -495,6 +496,114 @@ TEST_F(ProxyEdgeTest, PassiveEjectionTakesA5xxTargetOutOfRotation) {
   for (const auto& t : targets["target_groups"][0]["targets"])
     if (t["id"] == "bad") ejected = t["ejected"].get<bool>();
   EXPECT_TRUE(ejected) << targets.dump();
+}
+
+// A self-signed certificate for "localhost", made with the openssl CLI.
+struct TestCert {
+  std::string cert, key;
+};
+TestCert make_cert(const std::filesystem::path& dir) {
+  TestCert t{(dir / "cert.pem").string(), (dir / "key.pem").string()};
+  std::string cmd =
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout '" + t.key +
+      "' -out '" + t.cert +
+      "' -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 2 "
+      ">/dev/null 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  return t;
+}
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+TEST_F(ProxyEdgeTest, TlsTerminationForwardsPlainHttpWithProtoHttps) {
+  Backend a("task-a");
+  auto cert = make_cert(dir_);
+  start_proxy();
+  auto s = snapshot(1, {{"blue", {&a}}});
+  s.listeners[0].tls_cert = cert.cert;
+  s.listeners[0].tls_key = cert.key;
+  put(s);
+  ASSERT_TRUE(wait_state("task-a", "healthy"));
+  asio::io_context ioc;
+  asio::ssl::context ctx(asio::ssl::context::tls_client);
+  ctx.load_verify_file(cert.cert);
+  asio::ssl::stream<tcp::socket> tls(ioc, ctx);
+  tls.set_verify_mode(asio::ssl::verify_peer);
+  tls.set_verify_callback(asio::ssl::host_name_verification("localhost"));
+  SSL_set_tlsext_host_name(tls.native_handle(), "localhost");
+  tls.next_layer().connect(tcp::endpoint(asio::ip::address_v4::loopback(), port()));
+  set_timeouts(tls.next_layer().native_handle());
+  tls.handshake(asio::ssl::stream_base::client);
+  beast::flat_buffer buf;
+  for (int i = 0; i < 3; ++i) {  // keep-alive inside the TLS session
+    Request req{http::verb::get, "/secure", 11};
+    req.set(http::field::host, "localhost");
+    http::write(tls, req);
+    Response res;
+    http::read(tls, buf, res);
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "task-a");
+  }
+  auto h = a.last_headers();
+  EXPECT_EQ(h["X-Forwarded-Proto"], "https");
+  EXPECT_EQ(h["X-Forwarded-Host"], "localhost");
+  EXPECT_EQ(a.requests.load(), 3);
+  // Plain HTTP on the TLS port: no answer, and TLS clients are still served afterwards.
+  {
+    Raw plain(port());
+    ASSERT_TRUE(plain.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    EXPECT_EQ(plain.read_all().find("HTTP/1.1 200"), std::string::npos);
+  }
+  Request req{http::verb::get, "/again", 11};
+  req.set(http::field::host, "localhost");
+  http::write(tls, req);
+  Response res;
+  http::read(tls, buf, res);
+  EXPECT_EQ(res.result_int(), 200);
+}
+
+TEST_F(ProxyEdgeTest, RedirectListenerSendsHttpToHttps) {
+  Backend a("task-a");
+  start_proxy();
+  auto s = snapshot(1, {{"blue", {&a}}});
+  uint16_t redirect_port = free_port();
+  s.listeners.push_back(
+      Listener{"web/redirect", "127.0.0.1:" + std::to_string(redirect_port), {}, "", "", "", 8443});
+  put(s);
+  Raw c(redirect_port);
+  ASSERT_TRUE(
+      c.send("GET /path?q=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n"
+             "GET / HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n"));
+  auto answer = c.read_all();
+  EXPECT_EQ(answer.rfind("HTTP/1.1 308 Permanent Redirect\r\n", 0), 0u) << answer;
+  EXPECT_NE(answer.find("Location: https://example.com:8443/path?q=1\r\n"), std::string::npos)
+      << answer;
+  EXPECT_NE(answer.find("Location: https://[::1]:8443/\r\n"), std::string::npos) << answer;
+  EXPECT_EQ(a.requests.load(), 0);
+}
+
+TEST_F(ProxyEdgeTest, UnreadableCertificateRejectsTheSnapshotAndKeepsTheOldOne) {
+  Backend a("task-a");
+  start_with(a);
+  auto s = snapshot(2, {{"blue", {&a}}});
+  s.listeners[0].tls_cert = (dir_ / "missing.pem").string();
+  s.listeners[0].tls_key = (dir_ / "missing-key.pem").string();
+  auto r = admin().put_snapshot(s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("missing.pem"), std::string::npos) << r.error().message;
+  EXPECT_EQ(proxy_->version(), 1u);
+  Client c(port());
+  EXPECT_EQ(c.get("/").result_int(), 200);
 }
 
 }  // namespace

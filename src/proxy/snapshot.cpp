@@ -98,7 +98,8 @@ Result<Route> parse_route(const json& j, const std::string& path) {
 Result<Listener> parse_listener(const json& j, const std::string& path) {
   ObjectReader r(j, path);
   CUTOVER_CHECK(r.check_object());
-  CUTOVER_CHECK(r.check_keys({"name", "address", "routes", "sticky"}));
+  CUTOVER_CHECK(
+      r.check_keys({"name", "address", "routes", "sticky", "tls", "redirect_https_port"}));
   Listener l;
   CUTOVER_TRY(name, r.string("name"));
   CUTOVER_TRY(address, r.string("address"));
@@ -118,6 +119,21 @@ Result<Listener> parse_listener(const json& j, const std::string& path) {
     CUTOVER_TRY(cookie, sr.string("cookie"));
     if (cookie.empty()) return Error(path + ".sticky.cookie: must not be empty");
     l.sticky_cookie = std::move(cookie);
+  }
+  if (r.has("tls")) {
+    ObjectReader tr(j.at("tls"), path + ".tls");
+    CUTOVER_CHECK(tr.check_object());
+    CUTOVER_CHECK(tr.check_keys({"cert", "key"}));
+    CUTOVER_TRY(cert, tr.string("cert"));
+    CUTOVER_TRY(key, tr.string("key"));
+    if (cert.empty() || key.empty())
+      return Error(path + ".tls: cert and key must both be file paths");
+    l.tls_cert = std::move(cert);
+    l.tls_key = std::move(key);
+  }
+  if (r.has("redirect_https_port")) {
+    CUTOVER_TRY(port, r.integer("redirect_https_port", 1, 65535));
+    l.redirect_https_port = static_cast<int>(port);
   }
   return l;
 }
@@ -444,6 +460,8 @@ std::string to_json(const RouteSnapshot& s) {
       routes.push_back({{"target_group", r.target_group}, {"weight", r.weight}});
     json lj = {{"name", l.name}, {"address", l.address}, {"routes", routes}};
     if (!l.sticky_cookie.empty()) lj["sticky"] = {{"cookie", l.sticky_cookie}};
+    if (!l.tls_cert.empty()) lj["tls"] = {{"cert", l.tls_cert}, {"key", l.tls_key}};
+    if (l.redirect_https_port > 0) lj["redirect_https_port"] = l.redirect_https_port;
     j["listeners"].push_back(std::move(lj));
   }
   j["target_groups"] = json::array();

@@ -7,7 +7,11 @@
 //   {"version": 7,
 //    "listeners": [{"name": "hello/production", "address": "127.0.0.1:8000",
 //                   "routes": [{"target_group": "hello-blue", "weight": 10000}],
-//                   "sticky": {"cookie": "cutover_cohort"}}],
+//                   "sticky": {"cookie": "cutover_cohort"},
+//                   "tls": {"cert": "/etc/cutover/tls/fullchain.pem",
+//                           "key": "/etc/cutover/tls/key.pem"}},
+//                  {"name": "hello/redirect", "address": "0.0.0.0:80", "routes": [],
+//                   "redirect_https_port": 443}],
 //    "target_groups": [{"name": "hello-blue",
 //                       "targets": [{"id": "task-1a2b", "address": "127.0.0.1:30001"}],
 //                       "algorithm": "round_robin",
@@ -25,6 +29,12 @@
 // "sticky" (per listener, omitted = off): pins a client to the target group it was first sent to,
 // for as long as the listener's split lasts (see routing.hpp); the cookie name is an HTTP token
 // and, on a sticky listener, routed target group names must be valid cookie values.
+// "tls" (per listener, omitted = plain HTTP): the proxy terminates TLS 1.2/1.3 with that
+// certificate chain and key (PEM files the proxy can read; loaded when the snapshot is applied, so
+// a bad file rejects the snapshot and the old one keeps serving); requests go on to targets as
+// plain HTTP with X-Forwarded-Proto: https.
+// "redirect_https_port" (per listener): the listener answers every request with 308 Permanent
+// Redirect to the same host and target on https and that port; its routes are not used.
 // "passive_ejection" (omitted = off): takes a target out of rotation for ejection_ms after that
 // many consecutive 5xx answers or failed connects; inside the object an omitted field takes the
 // value shown above (kDefaultPassiveEjection) and a threshold of 0 turns that check off.
@@ -54,6 +64,12 @@ struct Listener {
   std::string address;  // "127.0.0.1:8000" or "[::1]:8000"; unique in a snapshot
   std::vector<Route> routes;
   std::string sticky_cookie;  // "sticky": {"cookie": ...}; empty = no sticky cohorts
+  // "tls": {"cert": PEM chain file, "key": PEM key file}: TLS termination; empty = plain HTTP.
+  std::string tls_cert;
+  std::string tls_key;
+  // "redirect_https_port": every request gets 308 to https://<host>:<port><target> instead of
+  // being routed (the HTTP -> HTTPS redirect listener); 0 = off.
+  int redirect_https_port = 0;
   bool operator==(const Listener&) const = default;
 };
 

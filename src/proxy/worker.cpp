@@ -18,6 +18,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -164,7 +166,25 @@ struct Worker::Conn {
   bool idle = true;  // between requests
   const TargetHealth* tunnel_target = nullptr;
   std::list<Conn*>::iterator self;
+  // TLS listeners: the session over `client` (null on plain HTTP listeners).
+  std::unique_ptr<asio::ssl::stream<Socket&>> tls;
 };
+
+namespace {
+
+using IoResult = std::tuple<boost::system::error_code, size_t>;
+
+// Client I/O through TLS when the listener terminates it. Not coroutines: each returns the
+// operation's awaitable (the same type either way), so no frame is added per call.
+Task<IoResult> client_read(Worker::Conn& c, asio::mutable_buffer b) {
+  return c.tls ? c.tls->async_read_some(b, kTok) : c.client.async_read_some(b, kTok);
+}
+template <class Buffers>
+Task<IoResult> client_write(Worker::Conn& c, const Buffers& b) {
+  return c.tls ? asio::async_write(*c.tls, b, kTok) : asio::async_write(c.client, b, kTok);
+}
+
+}  // namespace
 
 struct Worker::Upstream {
   explicit Upstream(asio::io_context& ioc) : socket(ioc.get_executor()) {}
@@ -315,7 +335,12 @@ Task<void> Worker::accept_loop(std::shared_ptr<Acceptor> acceptor, std::string a
       continue;
     }
     set_nodelay(socket);
-    asio::co_spawn(ioc_, serve(std::move(socket), address), asio::detached);
+    std::shared_ptr<asio::ssl::context> tls;
+    if (table_) {
+      auto it = table_->listener_by_address.find(address);
+      if (it != table_->listener_by_address.end()) tls = table_->listeners[it->second].tls;
+    }
+    asio::co_spawn(ioc_, serve(std::move(socket), address, std::move(tls)), asio::detached);
   }
 }
 
@@ -380,15 +405,18 @@ void Worker::give_buffer(std::unique_ptr<char[]> b) {
   if (b && spare_buffers_.size() < 64) spare_buffers_.push_back(std::move(b));
 }
 
-Task<bool> Worker::answer(Conn& c, int status, std::string_view detail, bool keep_alive) {
+Task<bool> Worker::answer(Conn& c, int status, std::string_view detail, bool keep_alive,
+                          std::string_view location) {
   c.out.clear();
-  http1::write_simple_response(status, detail, keep_alive, c.out);
+  http1::write_simple_response(status, detail, keep_alive, c.out, location);
   arm(c, std::chrono::seconds(10));
-  auto [ec, n] = co_await asio::async_write(c.client, asio::buffer(c.out), kTok);
+  auto out = asio::buffer(c.out);
+  auto [ec, n] = co_await client_write(c, out);
   co_return !ec && keep_alive;
 }
 
-Task<void> Worker::serve(Socket socket, std::string address) {
+Task<void> Worker::serve(Socket socket, std::string address,
+                         std::shared_ptr<asio::ssl::context> tls) {
   const auto& opt = shared_.options;
   auto conn = std::make_unique<Conn>(std::move(socket));
   Conn& c = *conn;
@@ -406,6 +434,19 @@ Task<void> Worker::serve(Socket socket, std::string address) {
   c.in.prepare(kClientBufferBytes, kClientBufferBytes);
   c.self = conns_.insert(conns_.end(), &c);
   CountGuard open(shared_.open_connections);
+  if (tls) {
+    c.tls = std::make_unique<asio::ssl::stream<Socket&>>(c.client, *tls);
+    arm(c, opt.header_timeout);
+    auto [hec] = co_await c.tls->async_handshake(asio::ssl::stream_base::server, kTok);
+    if (hec) {
+      core::logger()->debug("[proxy] TLS handshake with {} on {}: {}", c.client_ip, address,
+                            c.timed_out ? std::string("timed out") : hec.message());
+      conns_.erase(c.self);
+      boost::system::error_code ignored;
+      c.client.close(ignored);
+      co_return;
+    }
+  }
   const http1::Limits limits{opt.max_header_bytes, 128};
   bool first = true;
   for (;;) {
@@ -430,7 +471,7 @@ Task<void> Worker::serve(Socket socket, std::string address) {
         searched = c.in.size() > 3 ? c.in.size() - 3 : 0;
       }
       auto space = c.in.prepare(1024, opt.max_header_bytes + 1024);
-      auto [ec, n] = co_await c.client.async_read_some(space, kTok);
+      auto [ec, n] = co_await client_read(c, space);
       if (ec) {
         if (c.timed_out && c.in.size() > 0) {
           co_await answer(c, 408, "request header not received in time", false);
@@ -468,7 +509,28 @@ Task<void> Worker::serve(Socket socket, std::string address) {
     bool again;
     {
       CountGuard active(shared_.active_requests);
-      if (!routed) {
+      int redirect_port = 0;
+      if (table) {
+        auto lit = table->listener_by_address.find(address);
+        if (lit != table->listener_by_address.end())
+          redirect_port = table->listeners[lit->second].redirect_https_port;
+      }
+      if (redirect_port > 0) {
+        // HTTP -> HTTPS: same host (without its port) and target.
+        std::string_view host = c.req.host.empty() ? std::string_view(c.local_address) : c.req.host;
+        if (!host.empty() && host.front() == '[') {
+          host = host.substr(0, host.find(']') + 1);
+        } else if (auto colon = host.rfind(':'); colon != std::string_view::npos) {
+          host = host.substr(0, colon);
+        }
+        std::string location = "https://" + std::string(host);
+        if (redirect_port != 443) location += ":" + std::to_string(redirect_port);
+        location += c.req.target.empty() || c.req.target.front() != '/' ? "/" : "";
+        location += c.req.target;
+        bool keep = c.req.framing == http1::Framing::None && c.req.keep_alive && !shutting_down_;
+        c.in.consume(parsed.head_bytes);
+        again = co_await answer(c, 308, "use https", keep, location);
+      } else if (!routed) {
         // The head is consumed; a body is not read, so the connection cannot continue.
         bool keep = c.req.framing == http1::Framing::None && c.req.keep_alive && !shutting_down_;
         c.in.consume(parsed.head_bytes);
@@ -489,6 +551,16 @@ Task<void> Worker::serve(Socket socket, std::string address) {
   // Lingering close: closing with unread request bytes would send a reset that can destroy the
   // error response (431, 413, ...) before the client reads it. Drain briefly first.
   boost::system::error_code ec;
+  if (c.tls) {
+    // close_notify, waiting up to a second for the client's.
+    c.self = conns_.insert(conns_.end(), &c);
+    c.total_deadline = kNever;
+    arm(c, std::chrono::seconds(1));
+    auto [sec] = co_await c.tls->async_shutdown(kTok);
+    conns_.erase(c.self);
+    c.client.close(ec);
+    co_return;
+  }
   c.client.shutdown(tcp::socket::shutdown_send, ec);
   if (!ec && c.client.is_open()) {
     c.self = conns_.insert(conns_.end(), &c);
@@ -538,7 +610,8 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
       client_minor == 1) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
     arm(c, opt.body_timeout);
-    auto [ec, n] = co_await asio::async_write(c.client, asio::buffer(kContinue), kTok);
+    auto cont = asio::buffer(kContinue);
+    auto [ec, n] = co_await client_write(c, cont);
     if (ec) co_return false;
   }
 
@@ -546,7 +619,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
   c.request_id.clear();
   next_request_id(c.request_id);
   c.out.clear();
-  http1::RequestRewrite rw{c.client_ip, "http", c.request_id, c.local_address};
+  http1::RequestRewrite rw{c.client_ip, c.tls ? "https" : "http", c.request_id, c.local_address};
   http1::write_request_head(req, rw, c.out);
   const size_t head_size = c.out.size();
   const bool idempotent = req.idempotent();
@@ -619,7 +692,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
       while (!framer.done()) {
         auto space = c.in.prepare(kBodyChunkBytes, kBodyChunkBytes);
         arm(c, opt.body_timeout);
-        auto [rec, rn] = co_await c.client.async_read_some(space, kTok);
+        auto [rec, rn] = co_await client_read(c, space);
         if (rec) co_return false;  // client gone or too slow: nothing to answer
         c.in.commit(rn);
         size_t k = framer.feed(c.in.data(), c.in.size());
@@ -657,8 +730,8 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
           if (rp.status == http1::Parse::Done && res.status < 200 && res.status != 101) {
             if (client_minor == 1) {
               arm(c, opt.body_timeout);
-              auto [wec, wn] = co_await asio::async_write(
-                  c.client, asio::buffer(ublock.get(), rp.head_bytes), kTok);
+              auto interim = asio::buffer(ublock.get(), rp.head_bytes);
+              auto [wec, wn] = co_await client_write(c, interim);
               if (wec) {
                 give_buffer(std::move(ublock));
                 co_return false;
@@ -742,7 +815,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
       std::array<asio::const_buffer, 2> bufs{
           asio::buffer(c.out), asio::buffer(ublock.get() + rp.head_bytes, uend - rp.head_bytes)};
       arm(c, opt.body_timeout);
-      auto [wec, wn] = co_await asio::async_write(c.client, bufs, kTok);
+      auto [wec, wn] = co_await client_write(c, bufs);
       give_buffer(std::move(ublock));
       if (wec) co_return false;
       co_await tunnel(c, *up, *target);
@@ -763,7 +836,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
       std::array<asio::const_buffer, 2> bufs{asio::buffer(c.out),
                                              asio::buffer(ublock.get() + rp.head_bytes, k)};
       arm(c, opt.body_timeout);
-      auto [wec, wn] = co_await asio::async_write(c.client, bufs, kTok);
+      auto [wec, wn] = co_await client_write(c, bufs);
       if (wec) {
         give_buffer(std::move(ublock));
         co_return false;
@@ -788,7 +861,8 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
       }
       extra += n - m;
       arm(c, opt.body_timeout);
-      auto [wec, wn] = co_await asio::async_write(c.client, asio::buffer(ublock.get(), m), kTok);
+      auto piece = asio::buffer(ublock.get(), m);
+      auto [wec, wn] = co_await client_write(c, piece);
       if (wec) {
         failed = true;
         break;
@@ -819,34 +893,62 @@ Task<void> Worker::tunnel(Conn& c, Upstream& up, const TargetEntry& target) {
     c.in.consume(c.in.size());
     if (ec) co_return;
   }
-  auto pump = [this, &c, idle](Socket& from, Socket& to) -> Task<void> {
+  // Each direction copies until its source ends. A clean end of the client's stream half-closes
+  // the target's; anything else (reset, timeout, drain, the target's end on TLS, which cannot be
+  // half-closed) ends both directions.
+  auto end_both = [&c, &up] {
+    boost::system::error_code ignored;
+    c.client.cancel(ignored);
+    up.socket.cancel(ignored);
+  };
+  auto client_to_target = [this, &c, &up, idle, &end_both]() -> Task<void> {
     auto block = take_buffer();
     for (;;) {
       arm(c, idle);
-      auto [ec, n] =
-          co_await from.async_read_some(asio::buffer(block.get(), kUpstreamBufferBytes), kTok);
+      auto space = asio::buffer(block.get(), kUpstreamBufferBytes);
+      auto [ec, n] = co_await client_read(c, space);
       if (ec) {
         boost::system::error_code ignored;
-        if (ec == asio::error::eof) {
-          to.shutdown(tcp::socket::shutdown_send, ignored);
-        } else {
-          // Reset, timeout or drain: both directions end.
-          from.cancel(ignored);
-          to.cancel(ignored);
-        }
+        if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
+          up.socket.shutdown(tcp::socket::shutdown_send, ignored);
+        else
+          end_both();
         break;
       }
       arm(c, idle);
-      auto [wec, wn] = co_await asio::async_write(to, asio::buffer(block.get(), n), kTok);
+      auto [wec, wn] = co_await asio::async_write(up.socket, asio::buffer(block.get(), n), kTok);
       if (wec) {
-        boost::system::error_code ignored;
-        from.cancel(ignored);
+        end_both();
         break;
       }
     }
     give_buffer(std::move(block));
   };
-  co_await (pump(c.client, up.socket) && pump(up.socket, c.client));
+  auto target_to_client = [this, &c, &up, idle, &end_both]() -> Task<void> {
+    auto block = take_buffer();
+    for (;;) {
+      arm(c, idle);
+      auto [ec, n] =
+          co_await up.socket.async_read_some(asio::buffer(block.get(), kUpstreamBufferBytes), kTok);
+      if (ec) {
+        boost::system::error_code ignored;
+        if (ec == asio::error::eof && !c.tls)
+          c.client.shutdown(tcp::socket::shutdown_send, ignored);
+        else
+          end_both();
+        break;
+      }
+      arm(c, idle);
+      auto piece = asio::buffer(block.get(), n);
+      auto [wec, wn] = co_await client_write(c, piece);
+      if (wec) {
+        end_both();
+        break;
+      }
+    }
+    give_buffer(std::move(block));
+  };
+  co_await (client_to_target() && target_to_client());
   boost::system::error_code ignored;
   up.socket.close(ignored);
 }
