@@ -46,6 +46,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -72,7 +73,15 @@ struct ProxyOptions {
   // Pooled connections per target per worker: as many as requests run at once, or targets see
   // a connect per request beyond it (HAProxy keeps them all by default).
   std::size_t max_idle_per_target = 1024;
-  std::chrono::milliseconds shutdown_grace{5'000};  // in-flight requests at stop()
+  std::chrono::milliseconds shutdown_grace{5'000};  // in-flight requests at stop(); connections
+                                                    // of the old process after a handover
+
+  // Socket handoff (see above): take over a proxy already running on admin_socket; if false,
+  // start() fails when one answers.
+  bool takeover = true;
+  // Called once, on the control thread, when another process has taken this one over; the owner
+  // then calls stop(), which returns shutdown_grace after the handover.
+  std::function<void()> on_handed_over;
 };
 
 class Proxy {
