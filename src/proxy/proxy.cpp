@@ -905,7 +905,13 @@ struct Proxy::Impl {
     on_every_worker([](Worker&) {});
     on_every_worker([](Worker&) {});
     handed_over_at = shared.clock->now();
-    // From here on every response says Connection: close; in-flight requests finish.
+    // From here on every response says Connection: close. A response already being written
+    // promised keep-alive, and serve() closes its connection anyway once it sees `stopping` while
+    // the client may already be sending the next request; so `stopping` is set at a moment when
+    // no request is in progress, if one comes within half the grace period.
+    const auto quiet_deadline = handed_over_at + shared.options.shutdown_grace / 2;
+    while (shared.active_requests.load() > 0 && shared.clock->now() < quiet_deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     shared.stopping.store(true);
     handed_over.store(true);
     core::logger()->info(
@@ -939,8 +945,13 @@ struct Proxy::Impl {
     t.peer = std::move(peer);
     json hello = handoff::message("takeover");
     hello["pid"] = ::getpid();
-    if (auto r = handoff::send_frame(t.peer.get(), hello, deadline); !r) return r.error();
-    auto offer = handoff::read_frame(t.peer.get(), deadline);
+    auto sent = handoff::send_frame(t.peer.get(), hello, deadline);
+    // A refusal may have been written (and the connection closed) before our request arrived:
+    // its message says more than our broken pipe.
+    auto offer = handoff::read_frame(
+        t.peer.get(),
+        sent ? deadline : std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
+    if (!sent) return offer ? sent.error() : offer.error();  // read_frame: "error" -> Error
     if (!offer) return offer.error();
     auto bad = [&](std::string_view what) {
       return core::Error(fmt::format("malformed offer ({}): {}", what, offer->dump()));
