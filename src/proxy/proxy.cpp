@@ -1170,12 +1170,6 @@ struct Proxy::Impl {
   void stop() {
     if (!started) return;
     started = false;
-    // A takeover in progress ends first (the new process then gives up, handoff.hpp).
-    {
-      std::lock_guard lock(handoff_mu);
-      if (handoff_fd >= 0) ::shutdown(handoff_fd, SHUT_RDWR);
-    }
-    if (handoff_thread.joinable()) handoff_thread.join();
     auto deadline = shared.clock->now() + shared.options.shutdown_grace;
     if (handed_over.load()) {
       // Keep-alive connections had until now to send one more request (answered with
@@ -1188,6 +1182,13 @@ struct Proxy::Impl {
     shared.stopping.store(true);
     control->stop();
     if (control_thread.joinable()) control_thread.join();
+    // No takeover can start now; one in progress ends (the new process then gives up,
+    // handoff.hpp) before the workers close the listening sockets it is being sent.
+    {
+      std::lock_guard lock(handoff_mu);
+      if (handoff_fd >= 0) ::shutdown(handoff_fd, SHUT_RDWR);
+    }
+    if (handoff_thread.joinable()) handoff_thread.join();
     boost::system::error_code ec;
     admin->close(ec);
     handoff->close(ec);
