@@ -13,13 +13,12 @@ TEST_F(ProxyTest, AnotherProxyTakesOverListenersSnapshotAndHealth) {
   Backend a("task-a");
   std::atomic<int> handed_over{0};
   options_.on_handed_over = [&] { handed_over++; };
-  options_.shutdown_grace = milliseconds(200);
   start_proxy();
   put(snapshot(4, {{"blue", {&a}}}));
   ASSERT_TRUE(wait_state("task-a", "healthy"));
   const uint16_t old_port = port();
-  Client before(old_port);
-  EXPECT_EQ(before.get("/").body(), "task-a");
+  auto before = std::make_unique<Client>(old_port);
+  EXPECT_EQ(before->get("/").body(), "task-a");
 
   ProxyOptions next = options_;
   next.on_handed_over = nullptr;
@@ -31,10 +30,11 @@ TEST_F(ProxyTest, AnotherProxyTakesOverListenersSnapshotAndHealth) {
   EXPECT_EQ(taker.listener_port("web/production"), old_port);
   ASSERT_TRUE(wait_until([&] { return handed_over.load() == 1; }));
   // The old proxy answers its open connection once more, with Connection: close.
-  auto last = before.get("/");
+  auto last = before->get("/");
   EXPECT_EQ(last.body(), "task-a");
   EXPECT_FALSE(last.keep_alive());
-  proxy_->stop();
+  before.reset();
+  proxy_->stop();  // returns once its last connection is closed
 
   // Healthy from the start (inherited), on the same port, with the admin socket in place.
   Client after(old_port);

@@ -171,10 +171,9 @@ struct Proxy::Impl {
   int handoff_fd = -1;                              // the session's socket; stop() shuts it down
   std::atomic<bool> handed_over{false};
   core::TimePoint handed_over_at{};
-  // Control thread: the listening fds each address has in the workers (index = worker), and
-  // the route table they run, for handing both over.
+  // Control thread: the listening fds each address has in the workers (index = worker), for
+  // handing them over.
   std::map<std::string, std::vector<int>> listener_fds;
-  std::shared_ptr<const RouteTable> current_table;
   // Health of the targets of the process we took over, consumed by the first apply().
   struct InheritedHealth {
     std::string address;
@@ -371,7 +370,6 @@ struct Proxy::Impl {
     }
     done.wait();
     inherited.clear();
-    current_table = frozen;
     for (const auto& a : removed_addresses) listener_fds.erase(a);
     for (const auto& [address, fds] : bound) listener_fds[address] = fds;
     {
@@ -717,19 +715,6 @@ struct Proxy::Impl {
 
   // ---- socket handoff, old process's side (handoff.hpp) ----
 
-  // Runs fn on every worker's own thread and waits until all have.
-  void on_every_worker(const std::function<void(Worker&)>& fn) {
-    std::latch done(static_cast<std::ptrdiff_t>(workers.size()));
-    for (auto& w : workers) {
-      auto* worker = w.get();
-      asio::post(worker->io_context(), [worker, &fn, &done] {
-        fn(*worker);
-        done.count_down();
-      });
-    }
-    done.wait();
-  }
-
   asio::awaitable<void> handoff_loop(std::shared_ptr<local::acceptor> acceptor) {
     for (;;) {
       auto [ec, socket] = co_await acceptor->async_accept(kTok);
@@ -890,20 +875,20 @@ struct Proxy::Impl {
     }
     admin->close(ec);
     handoff->close(ec);
-    // Stop accepting. The kernel keeps the listening sockets (the new process holds them), and
-    // the connections queued on them wait for its accept().
-    if (current_table && !listener_fds.empty()) {
-      std::vector<std::string> all;
-      for (const auto& [address, _] : listener_fds) all.push_back(address);
-      auto current = current_table;
-      on_every_worker([&](Worker& w) { w.apply(current, {}, all); });
-    }
+    // Stop accepting without closing anything: each listening fd of ours now names a socket that
+    // does not listen, so the workers' next accept() fails with EINVAL and their accept loops
+    // end, while a connection they have already accepted is still served (closing the acceptor
+    // could drop one whose accept completed but was not handed to serve() yet). The listening
+    // sockets themselves stay open in the new process, and connections queued on them wait for
+    // its accept().
+    const int dummy = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    for (const auto& [address, fds] : listener_fds)
+      for (int fd : fds)
+        if (dummy < 0 || ::dup3(dummy, fd, O_CLOEXEC) < 0)
+          core::logger()->warn("[proxy] cannot detach listening socket {} of {}: {}", fd, address,
+                               std::strerror(errno));
+    if (dummy >= 0) ::close(dummy);
     listener_fds.clear();
-    // Twice more through every worker's queue: a connection accepted just before its acceptor
-    // closed has started reading its first request, so `stopping` below cannot make serve()
-    // close it unanswered.
-    on_every_worker([](Worker&) {});
-    on_every_worker([](Worker&) {});
     handed_over_at = shared.clock->now();
     // From here on every response says Connection: close. A response already being written
     // promised keep-alive, and serve() closes its connection anyway once it sees `stopping` while
@@ -913,9 +898,15 @@ struct Proxy::Impl {
     while (shared.active_requests.load() > 0 && shared.clock->now() < quiet_deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     shared.stopping.store(true);
+    // Idle keep-alive connections get until the grace to send one more request.
+    for (auto& w : workers) {
+      auto* worker = w.get();
+      asio::post(worker->io_context(), [worker] { worker->begin_shutdown(); });
+    }
     handed_over.store(true);
     core::logger()->info(
-        "[proxy] handed over {} listening socket(s) to pid {}; draining connections for {} ms",
+        "[proxy] handed over {} listening socket(s) to pid {}; draining connections for up to {} "
+        "ms",
         sockets, pid, shared.options.shutdown_grace.count());
     if (shared.options.on_handed_over) shared.options.on_handed_over();
   }
@@ -1171,11 +1162,13 @@ struct Proxy::Impl {
     if (!started) return;
     started = false;
     auto deadline = shared.clock->now() + shared.options.shutdown_grace;
-    if (handed_over.load()) {
-      // Keep-alive connections had until now to send one more request (answered with
-      // Connection: close); whatever is still idle at the deadline closes below.
+    const bool after_handover = handed_over.load();
+    if (after_handover) {
+      // The workers stopped accepting at the handover; their connections finish (the admin API
+      // still answers what was queued on it meanwhile).
       deadline = handed_over_at + shared.options.shutdown_grace;
-      while (shared.clock->now() < deadline)
+      while ((shared.active_requests.load() > 0 || shared.open_connections.load() > 0) &&
+             shared.clock->now() < deadline)
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     // Admin and health checks stop first; then listeners close and in-flight requests finish.
@@ -1194,7 +1187,7 @@ struct Proxy::Impl {
     handoff->close(ec);
     for (auto& w : workers) {
       auto* worker = w.get();
-      asio::post(worker->io_context(), [worker] { worker->begin_shutdown(); });
+      if (!after_handover) asio::post(worker->io_context(), [worker] { worker->begin_shutdown(); });
     }
     // Idle keep-alive connections stay open (up to the grace) so that a request already sent on
     // one is still answered; workers close them by then.

@@ -46,13 +46,14 @@
 //      says "ready"; both processes accept connections meanwhile;
 //   3. the old process renames the new sockets over its own (the commit point: the admin path
 //      always names exactly one listening socket), answers "committed", serves what was queued on
-//      its admin socket, stops accepting, answers every further request with Connection: close,
-//      and exits 0 shutdown_grace after the handover.
+//      its admin socket, stops accepting (its fds are pointed at a non-listening socket, so no
+//      accepted connection is dropped), answers every further request with Connection: close,
+//      and exits 0 when its connections are done, at most shutdown_grace after the handover.
 // A new process that fails before step 3 (bad state file, timeout, crash) leaves the old one
 // serving as before; a second takeover while one is in progress is refused. Every wait has a
 // timeout (handoff.hpp). Counters in /stats start from zero in the new process.
 //
-//     old:  serving ──takeover──▶ offered ──ready + rename──▶ handed over ──grace──▶ exit 0
+//     old:  serving ──takeover──▶ offered ──ready + rename──▶ handed over ──drained──▶ exit 0
 //                ▲                   │
 //                └──error/timeout/EOF┘
 //
@@ -105,7 +106,8 @@ struct ProxyOptions {
   // start() fails when one answers.
   bool takeover = true;
   // Called once, on the control thread, when another process has taken this one over; the owner
-  // then calls stop(), which returns shutdown_grace after the handover.
+  // then calls stop(), which returns when the connections are done, at most shutdown_grace after
+  // the handover.
   std::function<void()> on_handed_over;
 };
 
