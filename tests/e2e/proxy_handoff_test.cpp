@@ -182,8 +182,11 @@ class ProxyHandoff : public ::testing::Test {
     g.health.interval_ms = 100;
     g.health.healthy_threshold = 1;
     s.target_groups.push_back(g);
-    s.listeners.push_back(proxy::Listener{
-        "web/production", "127.0.0.1:" + std::to_string(port_), {{"web-blue", 10000}}});
+    proxy::Listener l;
+    l.name = "web/production";
+    l.address = "127.0.0.1:" + std::to_string(port_);
+    l.routes.push_back(proxy::Route{"web-blue", proxy::kWeightTotal});
+    s.listeners.push_back(l);
     write_text(state_file(), proxy::to_json(s));
   }
 
