@@ -172,6 +172,13 @@ int cmd_proxy(const ProxyCommandOptions& o) {
   opts.admin_socket = o.admin_socket;
   opts.state_file = o.state_file;
   opts.workers = o.workers;
+  opts.takeover = !o.no_takeover;
+  auto grace = core::parse_duration(o.shutdown_grace);
+  if (!grace) {
+    std::cerr << "cutover proxy: --shutdown-grace: " << grace.error().message << "\n";
+    return 2;
+  }
+  opts.shutdown_grace = std::chrono::duration_cast<std::chrono::milliseconds>(*grace);
   return proxy::run_proxy(opts);
 }
 

@@ -26,6 +26,8 @@ struct ProxyCommandOptions {
   std::string state_file;
   int workers = 1;
   std::string log_file;
+  std::string shutdown_grace = "5s";
+  bool no_takeover = false;
 };
 
 // $CUTOVER_STATE_DIR, else /var/lib/cutover for root, else ~/.local/state/cutover.

@@ -38,6 +38,13 @@ int main(int argc, char** argv) {
   p->add_option("--state-file", proxy.state_file, "Persisted route snapshot");
   p->add_option("--workers", proxy.workers, "Event-loop threads")->check(CLI::Range(1, 64));
   p->add_option("--log-file", proxy.log_file, "Also log to this file");
+  p->add_option("--shutdown-grace", proxy.shutdown_grace,
+                "How long in-flight requests (and, after a handover, open connections) get at "
+                "shutdown")
+      ->capture_default_str();
+  p->add_flag("--no-takeover", proxy.no_takeover,
+              "Fail if a proxy already runs on the admin socket instead of taking over its "
+              "listening sockets");
 
   std::string validate_file = "cutover.yaml";
   auto* v = app.add_subcommand("validate", "Check a cutover.yaml without running anything");

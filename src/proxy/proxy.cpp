@@ -5,11 +5,17 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <functional>
 #include <latch>
 #include <map>
 #include <mutex>
@@ -28,8 +34,10 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include "core/fd.hpp"
 #include "core/fs.hpp"
 #include "core/log.hpp"
+#include "proxy/handoff.hpp"
 #include "proxy/internal.hpp"
 #include "proxy/tls.hpp"
 
@@ -102,6 +110,28 @@ AdminResponse json_error(http::status status, std::string_view message) {
   return {status, json{{"error", message}}.dump()};
 }
 
+// With net.ipv4.tcp_migrate_req = 1 the kernel moves the connections queued on a closed
+// SO_REUSEPORT socket to another socket of its group instead of resetting them.
+bool kernel_migrates_queued_connections() {
+  std::ifstream in("/proc/sys/net/ipv4/tcp_migrate_req");
+  int value = 0;
+  return (in >> value) && value == 1;
+}
+
+std::optional<HealthState> parse_health_state(std::string_view s) {
+  if (s == "initial") return HealthState::Initial;
+  if (s == "healthy") return HealthState::Healthy;
+  if (s == "unhealthy") return HealthState::Unhealthy;
+  return std::nullopt;
+}
+
+// Best effort, without blocking the control thread: the peer reads it or does not.
+void refuse_takeover(int fd, std::string_view why) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+  (void)handoff::send_frame(fd, handoff::error_message(why), deadline);
+  ::close(fd);
+}
+
 }  // namespace
 
 struct Proxy::Impl {
@@ -149,6 +179,36 @@ struct Proxy::Impl {
     return *ctx;
   }
 
+  // ---- socket handoff (handoff.hpp) ----
+  //
+  //   Idle ──takeover accepted──▶ Offered ──new process ready, admin path renamed──▶ HandedOver
+  //    ▲                             │                                                (drain, exit)
+  //    └──error, timeout, EOF────────┘
+  enum class HandoffState { Idle, Offered, HandedOver };
+  std::filesystem::path handoff_path;               // <admin_socket>.handoff
+  std::shared_ptr<local::acceptor> handoff;         // listening on handoff_path
+  ino_t admin_ino = 0;                              // inodes of our socket files: a path is
+  ino_t handoff_ino = 0;                            // removed at stop() only if still ours
+  HandoffState handoff_state = HandoffState::Idle;  // control thread
+  int handoff_peer = 0;                             // control thread: pid of the new process
+  std::thread handoff_thread;                       // the session with a new process
+  std::mutex handoff_mu;                            // guards handoff_fd
+  int handoff_fd = -1;                              // the session's socket; stop() shuts it down
+  std::atomic<bool> handed_over{false};
+  core::TimePoint handed_over_at{};
+  // Control thread: the listening fds each address has in the workers (index = worker), for
+  // handing them over.
+  std::map<std::string, std::vector<int>> listener_fds;
+  // Health of the targets of the process we took over, consumed by the first apply().
+  struct InheritedHealth {
+    std::string address;
+    HealthState state = HealthState::Initial;
+    int consecutive_successes = 0;
+    int consecutive_failures = 0;
+    std::string last_error;
+  };
+  std::map<std::string, InheritedHealth> inherited;
+
   // ---- snapshot application (control thread) ----
 
   struct ApplyError {
@@ -156,7 +216,10 @@ struct Proxy::Impl {
     std::string message;
   };
 
-  std::optional<ApplyError> apply(const RouteSnapshot& next, bool persist) {
+  // `adopted`: listening sockets received from the process we take over, by address; apply()
+  // uses them instead of binding (and binds more if there are more workers than sockets).
+  std::optional<ApplyError> apply(const RouteSnapshot& next, bool persist,
+                                  std::map<std::string, std::vector<int>>* adopted = nullptr) {
     // Resolve every target first: nothing changes if one is bad.
     std::map<std::string, tcp::endpoint> endpoints;
     for (const auto& g : next.target_groups)
@@ -195,6 +258,9 @@ struct Proxy::Impl {
     auto close_bound = [&] {
       for (auto& [_, fds] : bound)
         for (int fd : fds) ::close(fd);
+      if (adopted)
+        for (auto& [_, fds] : *adopted)
+          for (int fd : fds) ::close(fd);
     };
     for (const auto& l : next.listeners) {
       new_addresses.insert(l.address);
@@ -206,7 +272,18 @@ struct Proxy::Impl {
                           fmt::format("listener {}: {}", l.name, ep.error().message)};
       }
       auto& fds = bound[l.address];
-      for (size_t w = 0; w < workers.size(); ++w) {
+      if (adopted) {
+        if (auto it = adopted->find(l.address); it != adopted->end()) {
+          fds = std::move(it->second);
+          adopted->erase(it);
+          assert(fds.size() <= workers.size() && "start() runs a worker per adopted socket");
+          if (!fds.empty()) {
+            new_ports[l.address] = bound_port(fds[0]);
+            ep->port(new_ports[l.address]);
+          }
+        }
+      }
+      for (size_t w = fds.size(); w < workers.size(); ++w) {
         auto fd = bind_listener(*ep);
         if (!fd.ok()) {
           close_bound();
@@ -225,6 +302,16 @@ struct Proxy::Impl {
     std::vector<std::string> removed_addresses;
     for (const auto& a : old_addresses)
       if (!new_addresses.count(a)) removed_addresses.push_back(a);
+    if (adopted) {
+      for (auto& [address, fds] : *adopted) {
+        core::logger()->warn(
+            "[proxy] closing {} adopted socket(s) of {}: not a listener of "
+            "snapshot version {}",
+            fds.size(), address, next.version);
+        for (int fd : fds) ::close(fd);
+      }
+      adopted->clear();
+    }
 
     if (persist && !shared.options.state_file.empty()) {
       auto w = core::write_file_atomic(shared.options.state_file, to_json(next), 0600);
@@ -259,6 +346,14 @@ struct Proxy::Impl {
             h = std::make_shared<TargetHealth>();
             h->id = t.id;
             h->address = t.address;
+            // Taken over: the old process's verdict stands until our own checks change it.
+            if (auto in = inherited.find(t.id);
+                in != inherited.end() && in->second.address == t.address) {
+              h->state.store(in->second.state);
+              h->consecutive_successes = in->second.consecutive_successes;
+              h->consecutive_failures = in->second.consecutive_failures;
+              h->last_error = in->second.last_error;
+            }
             started_checks.push_back(h);
           }
           if (h->group.empty() || h->group == g.name || !next_health.count(t.id)) {
@@ -315,6 +410,9 @@ struct Proxy::Impl {
                  });
     }
     done.wait();
+    inherited.clear();
+    for (const auto& a : removed_addresses) listener_fds.erase(a);
+    for (const auto& [address, fds] : bound) listener_fds[address] = fds;
     {
       std::lock_guard lock(mu);
       snapshot = std::make_shared<const RouteSnapshot>(next);
@@ -551,6 +649,15 @@ struct Proxy::Impl {
     std::string_view target = req.target();
     if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
     if (target == "/snapshot" && req.method() == http::verb::put) {
+      // The listeners and the snapshot offered to a new process must stay what it received.
+      if (handoff_state == HandoffState::Offered)
+        return json_error(
+            http::status::service_unavailable,
+            fmt::format("pid {} is taking over this proxy; retry in a moment", handoff_peer));
+      if (handoff_state == HandoffState::HandedOver)
+        return json_error(
+            http::status::service_unavailable,
+            fmt::format("this proxy handed over to pid {}; connect again", handoff_peer));
       auto parsed = parse_snapshot(req.body());
       if (!parsed.ok()) return json_error(http::status::bad_request, parsed.error().message);
       std::shared_ptr<const RouteSnapshot> current;
@@ -647,31 +754,395 @@ struct Proxy::Impl {
     }
   }
 
+  // ---- socket handoff, old process's side (handoff.hpp) ----
+
+  asio::awaitable<void> handoff_loop(std::shared_ptr<local::acceptor> acceptor) {
+    for (;;) {
+      auto [ec, socket] = co_await acceptor->async_accept(kTok);
+      if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+      if (ec) {
+        asio::steady_timer t(*control, std::chrono::milliseconds(50));
+        co_await t.async_wait(kTok);
+        continue;
+      }
+      boost::system::error_code rec;
+      const int fd = socket.release(rec);
+      if (rec) continue;
+      if (handoff_state == HandoffState::Offered) {
+        refuse_takeover(fd, fmt::format("pid {} is already taking over the proxy (pid {})",
+                                        handoff_peer, ::getpid()));
+      } else if (handoff_state == HandoffState::HandedOver || shared.stopping.load()) {
+        refuse_takeover(fd, fmt::format("the proxy (pid {}) is shutting down", ::getpid()));
+      } else {
+        offer(fd);
+      }
+    }
+  }
+
+  // Freezes the snapshot and starts a session with the process on `fd`. The offer is built here,
+  // on the control thread, so that it matches what the workers run.
+  void offer(int fd) {
+    if (handoff_thread.joinable()) handoff_thread.join();  // the previous session has ended
+    handoff_state = HandoffState::Offered;
+    handoff_peer = 0;
+    json msg = handoff::message("offer");
+    msg["pid"] = ::getpid();
+    json targets = json::array();
+    {
+      std::lock_guard lock(mu);
+      msg["snapshot"] = to_json(*snapshot);
+      for (const auto& [id, h] : health)
+        targets.push_back({{"id", id},
+                           {"address", h->address},
+                           {"state", to_string(h->state.load())},
+                           {"consecutive_successes", h->consecutive_successes},
+                           {"consecutive_failures", h->consecutive_failures},
+                           {"last_error", h->last_error}});
+    }
+    msg["targets"] = std::move(targets);
+    json listeners = json::array();
+    std::vector<int> fds;
+    for (const auto& [address, owned] : listener_fds) {
+      listeners.push_back({{"address", address}, {"sockets", owned.size()}});
+      fds.insert(fds.end(), owned.begin(), owned.end());
+    }
+    msg["listeners"] = std::move(listeners);
+    {
+      std::lock_guard lock(handoff_mu);
+      handoff_fd = fd;
+    }
+    handoff_thread = std::thread(
+        [this, fd, msg = std::move(msg), fds = std::move(fds)] { handoff_session(fd, msg, fds); });
+  }
+
+  // The session thread: blocking I/O with deadlines; its outcome goes back to the control thread.
+  // The fds stay valid throughout: only the control thread closes listeners, and it does not
+  // while the state is Offered (stop() ends this thread first).
+  void handoff_session(int fd, const json& offer_msg, const std::vector<int>& fds) {
+    using SteadyClock = std::chrono::steady_clock;
+    int pid = 0;
+    bool committed = false;
+    std::string failure;
+    auto refuse = [&](std::string why) {
+      (void)handoff::send_frame(fd, handoff::error_message(why),
+                                SteadyClock::now() + std::chrono::seconds(1));
+      failure = std::move(why);
+    };
+    do {
+      auto hello = handoff::read_frame(fd, SteadyClock::now() + handoff::kConnectTimeout);
+      if (!hello) {
+        failure = "no takeover request: " + hello.error().message;
+        break;
+      }
+      if ((*hello)["op"] != "takeover" || !hello->contains("pid") ||
+          !(*hello)["pid"].is_number_integer()) {
+        refuse(fmt::format("expected a takeover request, got {}", hello->dump()));
+        break;
+      }
+      pid = (*hello)["pid"].get<int>();
+      asio::post(*control, [this, pid] { handoff_peer = pid; });
+      const auto deadline = SteadyClock::now() + handoff::kConnectTimeout;
+      if (auto r = handoff::send_frame(fd, offer_msg, deadline); !r) {
+        failure = "sending the offer: " + r.error().message;
+        break;
+      }
+      if (auto r = handoff::send_fds(fd, fds, deadline); !r) {
+        failure = "sending the listening sockets: " + r.error().message;
+        break;
+      }
+      auto ready = handoff::read_frame(fd, SteadyClock::now() + handoff::kReadyTimeout);
+      if (!ready) {
+        failure = "it did not get ready: " + ready.error().message;
+        break;
+      }
+      const auto& admin_path = shared.options.admin_socket;
+      const std::string tmp_admin = ready->value("admin_socket", std::string());
+      const std::string tmp_handoff = ready->value("handoff_socket", std::string());
+      // Only files next to ours, named after ours, may replace them.
+      auto acceptable = [&](const std::string& tmp, const std::filesystem::path& ours) {
+        std::filesystem::path p(tmp);
+        return p.parent_path() == ours.parent_path() &&
+               p.filename().string().starts_with(ours.filename().string() + ".takeover-");
+      };
+      if ((*ready)["op"] != "ready" || !acceptable(tmp_admin, admin_path) ||
+          !acceptable(tmp_handoff, handoff_path)) {
+        refuse(fmt::format("expected ready with socket paths next to {}, got {}",
+                           admin_path.string(), ready->dump()));
+        break;
+      }
+      // The commit point: from here on the admin path names the new process's socket. A new
+      // process that gave up has unlinked tmp_admin first, and then this fails.
+      if (::rename(tmp_admin.c_str(), admin_path.c_str()) != 0) {
+        refuse(fmt::format("cannot rename {} to {}: {}", tmp_admin, admin_path.string(),
+                           std::strerror(errno)));
+        break;
+      }
+      committed = true;
+      if (::rename(tmp_handoff.c_str(), handoff_path.c_str()) != 0)
+        core::logger()->warn("[proxy] cannot rename {} to {}: {}; pid {} cannot be taken over",
+                             tmp_handoff, handoff_path.string(), std::strerror(errno), pid);
+      (void)handoff::send_frame(fd, handoff::message("committed"),
+                                SteadyClock::now() + handoff::kConnectTimeout);
+    } while (false);
+    {
+      std::lock_guard lock(handoff_mu);
+      ::close(fd);
+      handoff_fd = -1;
+    }
+    asio::post(*control, [this, pid, committed, failure, sockets = fds.size()] {
+      handoff_peer = pid;
+      if (committed) {
+        handed_over_to(pid, sockets);
+        return;
+      }
+      handoff_state = HandoffState::Idle;
+      core::logger()->warn("[proxy] takeover by {} abandoned: {}; still serving",
+                           pid ? fmt::format("pid {}", pid) : std::string("a new process"),
+                           failure);
+    });
+  }
+
+  // Control thread, once the new process owns the admin socket.
+  void handed_over_to(int pid, size_t sockets) {
+    handoff_state = HandoffState::HandedOver;
+    boost::system::error_code ec;
+    // The admin path names the new process's socket now: serve what was queued here, then close.
+    admin->non_blocking(true, ec);
+    for (;;) {
+      local::socket socket(*control);
+      admin->accept(socket, ec);
+      if (ec) break;
+      asio::co_spawn(*control, admin_session(std::move(socket)), asio::detached);
+    }
+    admin->close(ec);
+    handoff->close(ec);
+    // Stop accepting without closing anything: each listening fd of ours now names a socket that
+    // does not listen, so the workers' next accept() fails with EINVAL and their accept loops
+    // end, while a connection they have already accepted is still served (closing the acceptor
+    // could drop one whose accept completed but was not handed to serve() yet). The listening
+    // sockets themselves stay open in the new process, and connections queued on them wait for
+    // its accept().
+    const int dummy = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    for (const auto& [address, fds] : listener_fds)
+      for (int fd : fds)
+        if (dummy < 0 || ::dup3(dummy, fd, O_CLOEXEC) < 0)
+          core::logger()->warn("[proxy] cannot detach listening socket {} of {}: {}", fd, address,
+                               std::strerror(errno));
+    if (dummy >= 0) ::close(dummy);
+    listener_fds.clear();
+    handed_over_at = shared.clock->now();
+    // From here on every response says Connection: close. A response already being written
+    // promised keep-alive, and serve() closes its connection anyway once it sees `stopping` while
+    // the client may already be sending the next request; so `stopping` is set at a moment when
+    // no request is in progress, if one comes within half the grace period.
+    const auto quiet_deadline = handed_over_at + shared.options.shutdown_grace / 2;
+    while (shared.active_requests.load() > 0 && shared.clock->now() < quiet_deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    shared.stopping.store(true);
+    // Idle keep-alive connections get until the grace to send one more request.
+    for (auto& w : workers) {
+      auto* worker = w.get();
+      asio::post(worker->io_context(), [worker] { worker->begin_shutdown(); });
+    }
+    handed_over.store(true);
+    core::logger()->info(
+        "[proxy] handed over {} listening socket(s) to pid {}; draining connections for up to {} "
+        "ms",
+        sockets, pid, shared.options.shutdown_grace.count());
+    if (shared.options.on_handed_over) shared.options.on_handed_over();
+  }
+
+  // ---- socket handoff, new process's side ----
+
+  struct Takeover {
+    core::UniqueFd peer;
+    int pid = 0;
+    RouteSnapshot snapshot;
+    std::map<std::string, std::vector<int>> fds;  // by listener address; apply() takes them
+    size_t sockets = 0;
+    std::map<std::string, InheritedHealth> targets;
+
+    Takeover() = default;
+    Takeover(Takeover&&) = default;
+    ~Takeover() { close_fds(); }
+    void close_fds() {
+      for (auto& [_, list] : fds)
+        for (int fd : list) ::close(fd);
+      fds.clear();
+    }
+  };
+
+  static core::Result<Takeover> request_takeover(core::UniqueFd peer, handoff::Deadline deadline) {
+    Takeover t;
+    t.peer = std::move(peer);
+    json hello = handoff::message("takeover");
+    hello["pid"] = ::getpid();
+    auto sent = handoff::send_frame(t.peer.get(), hello, deadline);
+    // A refusal may have been written (and the connection closed) before our request arrived:
+    // its message says more than our broken pipe.
+    auto offer = handoff::read_frame(
+        t.peer.get(),
+        sent ? deadline : std::chrono::steady_clock::now() + std::chrono::milliseconds(500));
+    if (!sent) return offer ? sent.error() : offer.error();  // read_frame: "error" -> Error
+    if (!offer) return offer.error();
+    auto bad = [&](std::string_view what) {
+      return core::Error(fmt::format("malformed offer ({}): {}", what, offer->dump()));
+    };
+    if ((*offer)["op"] != "offer") return bad("op");
+    if (!offer->contains("pid") || !(*offer)["pid"].is_number_integer()) return bad("pid");
+    t.pid = (*offer)["pid"].get<int>();
+    if (!offer->contains("snapshot") || !(*offer)["snapshot"].is_string()) return bad("snapshot");
+    auto snap = parse_snapshot((*offer)["snapshot"].get<std::string>());
+    if (!snap) return snap.error().wrap("the snapshot offered");
+    t.snapshot = std::move(*snap);
+    std::vector<std::pair<std::string, size_t>> layout;
+    if (!offer->contains("listeners") || !(*offer)["listeners"].is_array()) return bad("listeners");
+    for (const auto& l : (*offer)["listeners"]) {
+      if (!l.is_object() || !l.contains("address") || !l["address"].is_string() ||
+          !l.contains("sockets") || !l["sockets"].is_number_unsigned())
+        return bad("listeners");
+      layout.emplace_back(l["address"].get<std::string>(), l["sockets"].get<size_t>());
+      t.sockets += layout.back().second;
+    }
+    if (offer->contains("targets") && (*offer)["targets"].is_array()) {
+      for (const auto& h : (*offer)["targets"]) {
+        if (!h.is_object()) return bad("targets");
+        auto state = parse_health_state(h.value("state", std::string()));
+        if (!state) continue;  // draining: not inherited
+        InheritedHealth in;
+        in.address = h.value("address", std::string());
+        in.state = *state;
+        in.consecutive_successes = h.value("consecutive_successes", 0);
+        in.consecutive_failures = h.value("consecutive_failures", 0);
+        in.last_error = h.value("last_error", std::string());
+        t.targets[h.value("id", std::string())] = std::move(in);
+      }
+    }
+    auto fds = handoff::receive_fds(t.peer.get(), t.sockets, deadline);
+    if (!fds) return fds.error();
+    size_t next = 0;
+    for (const auto& [address, count] : layout)
+      for (size_t i = 0; i < count; ++i) t.fds[address].push_back((*fds)[next++]);
+    return t;
+  }
+
+  // Sends ready and waits for the old process's commit; on failure, whoever acts on the
+  // temporary admin path first decides (handoff.hpp).
+  core::Result<void> finish_takeover(Takeover& t, const std::string& tmp_admin,
+                                     const std::string& tmp_handoff) {
+    json ready = handoff::message("ready");
+    ready["pid"] = ::getpid();
+    ready["admin_socket"] = tmp_admin;
+    ready["handoff_socket"] = tmp_handoff;
+    const auto now = std::chrono::steady_clock::now();
+    auto sent = handoff::send_frame(t.peer.get(), ready, now + handoff::kConnectTimeout);
+    auto reply = sent ? handoff::read_frame(t.peer.get(), now + handoff::kCommitTimeout)
+                      : core::Result<json>(sent.error());
+    if (reply && (*reply)["op"] == "committed") return core::ok();
+    const std::string why =
+        reply ? fmt::format("unexpected message {}", reply->dump()) : reply.error().message;
+    if (::unlink(tmp_admin.c_str()) == 0) {
+      ::unlink(tmp_handoff.c_str());
+      return core::Error(fmt::format("pid {} did not hand over: {}", t.pid, why));
+    }
+    core::logger()->warn("[proxy] pid {} put our admin socket in place but did not confirm ({})",
+                         t.pid, why);
+    return core::ok();
+  }
+
   // ---- lifecycle ----
 
-  core::Result<void> start() {
-    if (started) return core::Error("proxy already started");
-    control = std::make_unique<asio::io_context>(1);
-    for (int i = 0; i < shared.options.workers; ++i)
-      workers.push_back(std::make_unique<Worker>(shared, i));
-    // Admin socket first: without it nobody can drive this proxy.
-    const auto& path = shared.options.admin_socket;
-    if (path.empty()) return core::Error("no admin socket path given");
+  core::Result<std::shared_ptr<local::acceptor>> listen_unix(const std::string& p) {
     std::error_code fec;
-    if (std::filesystem::is_socket(path, fec)) std::filesystem::remove(path, fec);
+    if (std::filesystem::is_socket(p, fec)) std::filesystem::remove(p, fec);
     auto acceptor = std::make_shared<local::acceptor>(*control);
     boost::system::error_code ec;
     acceptor->open(local(), ec);
-    if (!ec) acceptor->bind(local::endpoint(path.string()), ec);
-    if (!ec) ::chmod(path.c_str(), 0600);
+    if (!ec) acceptor->bind(local::endpoint(p), ec);
+    if (!ec && ::chmod(p.c_str(), 0600) != 0)
+      ec = boost::system::error_code(errno, boost::system::system_category());
     if (!ec) acceptor->listen(64, ec);
-    if (ec) {
+    if (ec) return core::Error(fmt::format("cannot listen on {}: {}", p, ec.message()));
+    return acceptor;
+  }
+
+  core::Result<void> start() {
+    if (started) return core::Error("proxy already started");
+    const auto& path = shared.options.admin_socket;
+    if (path.empty()) return core::Error("no admin socket path given");
+    handoff_path = handoff::socket_path(path);
+    const std::string suffix = fmt::format(".takeover-{}", ::getpid());
+    if (const std::string longest = handoff_path.string() + suffix;
+        longest.size() >= sizeof(sockaddr_un::sun_path))
+      return core::Error(fmt::format(
+          "admin socket path {} is too long: {} (used during a takeover) exceeds {} bytes",
+          path.string(), longest, sizeof(sockaddr_un::sun_path) - 1));
+
+    // A proxy already running on this admin socket hands its listening sockets over.
+    const auto deadline = std::chrono::steady_clock::now() + handoff::kConnectTimeout;
+    std::optional<Takeover> takeover;
+    if (auto peer = handoff::connect_unix(handoff_path, deadline); peer) {
+      core::UniqueFd peer_fd(*peer);
+      if (!shared.options.takeover)
+        return core::Error(fmt::format(
+            "a proxy is already running on {} (its handoff socket answers); not taking over",
+            path.string()));
+      auto t = request_takeover(std::move(peer_fd), deadline);
+      if (!t) return t.error().wrap("cannot take over the proxy running on " + path.string());
+      takeover.emplace(std::move(*t));
+    } else if (peer.error().kind != core::ErrorKind::NotFound) {
+      return peer.error().wrap("cannot reach the running proxy");
+    } else if (auto a = handoff::connect_unix(path, deadline); a) {
+      ::close(*a);
+      return core::Error(fmt::format(
+          "a proxy is running on {} but does not answer on {} (a version without socket "
+          "handoff?); stop it first",
+          path.string(), handoff_path.string()));
+    }
+
+    size_t worker_count = static_cast<size_t>(shared.options.workers);
+    if (takeover) {
+      size_t most = 0;
+      for (const auto& [_, fds] : takeover->fds) most = std::max(most, fds.size());
+      if (most > worker_count && kernel_migrates_queued_connections()) {
+        for (auto& [address, fds] : takeover->fds)
+          while (fds.size() > worker_count) {
+            ::close(fds.back());
+            fds.pop_back();
+          }
+      } else if (most > worker_count) {
+        core::logger()->warn(
+            "[proxy] running {} workers instead of {}: pid {} passed {} sockets per listener and "
+            "closing one would reset the connections queued on it (net.ipv4.tcp_migrate_req=1 "
+            "lets the kernel move them)",
+            most, worker_count, takeover->pid, most);
+        worker_count = most;
+      }
+    }
+    control = std::make_unique<asio::io_context>(1);
+    for (size_t i = 0; i < worker_count; ++i)
+      workers.push_back(std::make_unique<Worker>(shared, static_cast<int>(i)));
+
+    // Admin socket first: without it nobody can drive this proxy. Taking over, both sockets are
+    // bound at temporary paths that the old process renames into place when it commits.
+    const std::string admin_bind = takeover ? path.string() + suffix : path.string();
+    const std::string handoff_bind =
+        takeover ? handoff_path.string() + suffix : handoff_path.string();
+    auto acceptor = listen_unix(admin_bind);
+    auto handoff_acceptor = acceptor ? listen_unix(handoff_bind) : acceptor;
+    if (!acceptor || !handoff_acceptor) {
+      auto error = !acceptor ? acceptor.error() : handoff_acceptor.error();
+      if (acceptor) (*acceptor)->close();
+      std::error_code fec;
+      if (acceptor) std::filesystem::remove(admin_bind, fec);
       workers.clear();
       control.reset();
-      return core::Error(
-          fmt::format("cannot listen on admin socket {}: {}", path.string(), ec.message()));
+      return error.wrap("admin socket");
     }
-    admin = acceptor;
+    admin = *acceptor;
+    handoff = *handoff_acceptor;
+    admin_ino = handoff::inode_of(admin_bind);
+    handoff_ino = handoff::inode_of(handoff_bind);
     if (auto parent = shared.options.state_file.parent_path(); !parent.empty()) {
       auto made = core::ensure_dir(parent, 0700);
       if (!made.ok()) core::logger()->warn("[proxy] state directory: {}", made.error().message);
@@ -679,8 +1150,17 @@ struct Proxy::Impl {
     for (auto& w : workers) w->start();
     started = true;
 
-    // Serve the persisted snapshot right away.
-    if (!shared.options.state_file.empty() && std::filesystem::exists(shared.options.state_file)) {
+    if (takeover) {
+      // The old process's snapshot on its sockets, persisted as ours.
+      inherited = std::move(takeover->targets);
+      if (auto err = apply(takeover->snapshot, /*persist=*/true, &takeover->fds)) {
+        stop();
+        return core::Error(fmt::format("cannot take over snapshot version {} from pid {}: {}",
+                                       takeover->snapshot.version, takeover->pid, err->message));
+      }
+    } else if (!shared.options.state_file.empty() &&
+               std::filesystem::exists(shared.options.state_file)) {
+      // Serve the persisted snapshot right away.
       auto text = core::read_file(shared.options.state_file);
       auto parsed = text.ok() ? parse_snapshot(*text) : core::Result<RouteSnapshot>(text.error());
       if (!parsed.ok()) {
@@ -691,31 +1171,65 @@ struct Proxy::Impl {
                               parsed->version, err->message);
       }
     }
-    asio::co_spawn(*control, admin_loop(acceptor), asio::detached);
+    asio::co_spawn(*control, admin_loop(admin), asio::detached);
+    asio::co_spawn(*control, handoff_loop(handoff), asio::detached);
     asio::co_spawn(*control, sweep_loop(), asio::detached);
     control_thread = std::thread([this] {
       auto guard = asio::make_work_guard(*control);
       control->run();
     });
+    if (takeover) {
+      if (auto r = finish_takeover(*takeover, admin_bind, handoff_bind); !r) {
+        stop();
+        return r.error();
+      }
+      core::logger()->info(
+          "[proxy] took over {} listening socket(s) of {} listener(s) and snapshot version {} "
+          "from pid {}",
+          takeover->sockets, takeover->snapshot.listeners.size(), takeover->snapshot.version,
+          takeover->pid);
+    }
     core::logger()->info("[proxy] started: admin socket {}, {} worker(s), snapshot version {}",
-                         path.string(), workers.size(), snapshot->version);
+                         path.string(), workers.size(), version_now());
     return core::ok();
+  }
+
+  uint64_t version_now() const {
+    std::lock_guard lock(mu);
+    return snapshot->version;
   }
 
   void stop() {
     if (!started) return;
     started = false;
+    auto deadline = shared.clock->now() + shared.options.shutdown_grace;
+    const bool after_handover = handed_over.load();
+    if (after_handover) {
+      // The workers stopped accepting at the handover; their connections finish (the admin API
+      // still answers what was queued on it meanwhile).
+      deadline = handed_over_at + shared.options.shutdown_grace;
+      while ((shared.active_requests.load() > 0 || shared.open_connections.load() > 0) &&
+             shared.clock->now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     // Admin and health checks stop first; then listeners close and in-flight requests finish.
     shared.stopping.store(true);
     control->stop();
     if (control_thread.joinable()) control_thread.join();
+    // No takeover can start now; one in progress ends (the new process then gives up,
+    // handoff.hpp) before the workers close the listening sockets it is being sent.
+    {
+      std::lock_guard lock(handoff_mu);
+      if (handoff_fd >= 0) ::shutdown(handoff_fd, SHUT_RDWR);
+    }
+    if (handoff_thread.joinable()) handoff_thread.join();
     boost::system::error_code ec;
     admin->close(ec);
+    handoff->close(ec);
     for (auto& w : workers) {
       auto* worker = w.get();
-      asio::post(worker->io_context(), [worker] { worker->begin_shutdown(); });
+      if (!after_handover) asio::post(worker->io_context(), [worker] { worker->begin_shutdown(); });
     }
-    auto deadline = shared.clock->now() + shared.options.shutdown_grace;
     // Idle keep-alive connections stay open (up to the grace) so that a request already sent on
     // one is still answered; workers close them by then.
     while ((shared.active_requests.load() > 0 || shared.open_connections.load() > 0) &&
@@ -724,9 +1238,17 @@ struct Proxy::Impl {
     for (auto& w : workers) w->join();
     workers.clear();
     admin.reset();
+    handoff.reset();
     control.reset();
-    std::error_code fec;
-    std::filesystem::remove(shared.options.admin_socket, fec);
+    // Socket files that another process has renamed over ours are its own.
+    const std::string suffix = fmt::format(".takeover-{}", ::getpid());
+    const std::filesystem::path admin_path = shared.options.admin_socket;
+    for (const auto& [p, ino] :
+         {std::pair{admin_path, admin_ino}, std::pair{handoff_path, handoff_ino},
+          std::pair{std::filesystem::path(admin_path.string() + suffix), admin_ino},
+          std::pair{std::filesystem::path(handoff_path.string() + suffix), handoff_ino}}) {
+      if (ino != 0 && handoff::inode_of(p) == ino) ::unlink(p.c_str());
+    }
     core::logger()->info("[proxy] stopped");
   }
 };
@@ -752,22 +1274,39 @@ std::optional<std::uint16_t> Proxy::listener_port(std::string_view listener_name
 }
 
 int run_proxy(const ProxyOptions& options) {
-  // SIGTERM/SIGINT are blocked before any thread starts, so only sigwait() below receives them.
+  // SIGTERM/SIGINT are blocked before any thread starts, so only the signalfd below sees them.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-  Proxy proxy(options);
+  core::UniqueFd signals(::signalfd(-1, &set, SFD_CLOEXEC));
+  core::UniqueFd handed_over(::eventfd(0, EFD_CLOEXEC));
+  if (signals.get() < 0 || handed_over.get() < 0) {
+    core::logger()->error("[proxy] signalfd/eventfd: {}", std::strerror(errno));
+    return 1;
+  }
+  ProxyOptions opts = options;
+  opts.on_handed_over = [fd = handed_over.get()] {
+    uint64_t one = 1;
+    (void)!::write(fd, &one, sizeof one);
+  };
+  Proxy proxy(opts);
   auto started = proxy.start();
   if (!started.ok()) {
     core::logger()->error("[proxy] {}", started.error().message);
     return 1;
   }
-  int sig = 0;
-  sigwait(&set, &sig);
-  core::logger()->info("[proxy] received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  pollfd fds[2] = {{signals.get(), POLLIN, 0}, {handed_over.get(), POLLIN, 0}};
+  while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+  }
+  if (fds[0].revents & POLLIN) {
+    signalfd_siginfo info{};
+    (void)!::read(signals.get(), &info, sizeof info);
+    core::logger()->info("[proxy] received {}, shutting down",
+                         info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+  }
   proxy.stop();
   return 0;
 }

@@ -34,10 +34,36 @@
 //                                    connections close) ──▶ gone after drain_timeout_ms or when
 //                                    idle
 //
+// Restart and upgrade without dropping connections (socket handoff, handoff.hpp): a running proxy
+// also listens on `<admin_socket>.handoff` (mode 0600). A new `cutover proxy` started with the
+// same admin socket connects there and takes over:
+//   1. the old process freezes its snapshot (PUT /snapshot -> 503) and sends it, the health of
+//      its targets and, with SCM_RIGHTS, every listening socket of every listener (all the
+//      SO_REUSEPORT sockets: closing one would reset the connections queued on it);
+//   2. the new process adopts them (one per worker; more workers bind more sockets of the same
+//      group; fewer workers run one worker per socket anyway unless net.ipv4.tcp_migrate_req=1),
+//      persists the snapshot, starts, binds its admin and handoff sockets at temporary paths and
+//      says "ready"; both processes accept connections meanwhile;
+//   3. the old process renames the new sockets over its own (the commit point: the admin path
+//      always names exactly one listening socket), answers "committed", serves what was queued on
+//      its admin socket, stops accepting (its fds are pointed at a non-listening socket, so no
+//      accepted connection is dropped), answers every further request with Connection: close,
+//      and exits 0 when its connections are done, at most shutdown_grace after the handover.
+// A new process that fails before step 3 (bad state file, timeout, crash) leaves the old one
+// serving as before; a second takeover while one is in progress is refused. Every wait has a
+// timeout (handoff.hpp). Counters in /stats start from zero in the new process.
+//
+//     old:  serving ──takeover──▶ offered ──ready + rename──▶ handed over ──drained──▶ exit 0
+//                ▲                   │
+//                └──error/timeout/EOF┘
+//
 // Threads: `workers` threads each run one event loop with their own SO_REUSEPORT listening
 // sockets, upstream connection pools and round-robin state; one control thread runs the admin API
 // and the health checks. Routes reach workers as shared_ptr<const> tables posted to each loop; the
 // request path takes no lock.
+//
+// Threads (handoff): the old process runs each takeover session on a short-lived thread of its
+// own (blocking socket I/O with deadlines); its outcome is posted to the control thread.
 //
 // Thread-safety: Proxy's methods may be called from any thread, but start()/stop() not
 // concurrently with each other.
@@ -46,6 +72,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -72,7 +99,16 @@ struct ProxyOptions {
   // Pooled connections per target per worker: as many as requests run at once, or targets see
   // a connect per request beyond it (HAProxy keeps them all by default).
   std::size_t max_idle_per_target = 1024;
-  std::chrono::milliseconds shutdown_grace{5'000};  // in-flight requests at stop()
+  std::chrono::milliseconds shutdown_grace{5'000};  // in-flight requests at stop(); connections
+                                                    // of the old process after a handover
+
+  // Socket handoff (see above): take over a proxy already running on admin_socket; if false,
+  // start() fails when one answers.
+  bool takeover = true;
+  // Called once, on the control thread, when another process has taken this one over; the owner
+  // then calls stop(), which returns when the connections are done, at most shutdown_grace after
+  // the handover.
+  std::function<void()> on_handed_over;
 };
 
 class Proxy {
@@ -82,8 +118,10 @@ class Proxy {
   Proxy(const Proxy&) = delete;
   Proxy& operator=(const Proxy&) = delete;
 
-  // Loads state_file if present (a bad file is logged and ignored), binds its listeners, starts
-  // the workers, the health checks and the admin API. Fails if the admin socket cannot be bound.
+  // Takes over the proxy running on admin_socket if there is one (see above; fails if that
+  // fails, or if takeover is off). Otherwise loads state_file if present (a bad file is logged
+  // and ignored) and binds its listeners. Then starts the workers, the health checks, the admin
+  // API and the handoff socket. Fails if the admin socket cannot be bound.
   core::Result<void> start();
   // Closes listeners and the admin socket, lets in-flight requests finish up to shutdown_grace,
   // then stops all threads. Idempotent.
@@ -98,7 +136,8 @@ class Proxy {
   std::unique_ptr<Impl> impl_;
 };
 
-// The blocking entry point of `cutover proxy`: start(), wait for SIGTERM or SIGINT, stop().
+// The blocking entry point of `cutover proxy`: start(), wait for SIGTERM, SIGINT or a handover
+// to a new process, stop().
 // Returns the process exit code.
 int run_proxy(const ProxyOptions& options);
 
