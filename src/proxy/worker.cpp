@@ -324,23 +324,26 @@ Task<void> Worker::sweep_loop() {
 Task<void> Worker::accept_loop(std::shared_ptr<Acceptor> acceptor, std::string address) {
   for (;;) {
     auto [ec, socket] = co_await acceptor->async_accept(kTok);
+    if (!ec) {
+      // Served even if the acceptor closed meanwhile (a completion posted before the close):
+      // the client is connected and expects an answer.
+      set_nodelay(socket);
+      std::shared_ptr<asio::ssl::context> tls;
+      if (table_) {
+        auto it = table_->listener_by_address.find(address);
+        if (it != table_->listener_by_address.end()) tls = table_->listeners[it->second].tls;
+      }
+      asio::co_spawn(ioc_, serve(std::move(socket), address, std::move(tls)), asio::detached);
+      if (!acceptor->is_open()) co_return;
+      continue;
+    }
     if (ec == asio::error::operation_aborted || ec == asio::error::invalid_argument ||
         ec == asio::error::bad_descriptor || !acceptor->is_open())
       co_return;
-    if (ec) {
-      // EMFILE and friends: back off briefly instead of spinning.
-      core::logger()->warn("[proxy] accept on {}: {}", address, ec.message());
-      asio::steady_timer t(ioc_.get_executor(), std::chrono::milliseconds(50));
-      co_await t.async_wait(kTok);
-      continue;
-    }
-    set_nodelay(socket);
-    std::shared_ptr<asio::ssl::context> tls;
-    if (table_) {
-      auto it = table_->listener_by_address.find(address);
-      if (it != table_->listener_by_address.end()) tls = table_->listeners[it->second].tls;
-    }
-    asio::co_spawn(ioc_, serve(std::move(socket), address, std::move(tls)), asio::detached);
+    // EMFILE and friends: back off briefly instead of spinning.
+    core::logger()->warn("[proxy] accept on {}: {}", address, ec.message());
+    asio::steady_timer t(ioc_.get_executor(), std::chrono::milliseconds(50));
+    co_await t.async_wait(kTok);
   }
 }
 
@@ -544,7 +547,9 @@ Task<void> Worker::serve(Socket socket, std::string address,
     }
     c.upstream = nullptr;
     c.tunnel_target = nullptr;
-    if (!again || shutting_down_ || shared_.stopping.load(std::memory_order_relaxed)) break;
+    // `again` already says whether the answer kept the connection (Connection: close was sent
+    // otherwise); a shutdown that began since then closes it only after its next request.
+    if (!again) break;
     c.in.shrink(kClientBufferBytes);
   }
   conns_.erase(c.self);
