@@ -40,7 +40,7 @@ bench: release
 	bench/run
 
 fuzz: setup
-	cmake --preset fuzz >/dev/null && cmake --build build/fuzz -j $(JOBS)
+	cmake --preset fuzz >/dev/null && cmake --build build/fuzz -j $(JOBS) --target fuzzers
 	scripts/fuzz
 
 format:

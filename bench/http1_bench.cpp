@@ -8,7 +8,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 
-#include "proxy/http1.hpp"
+#include "http1/http1.hpp"
 
 namespace {
 

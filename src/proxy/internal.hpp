@@ -140,7 +140,7 @@ struct Shared {
 // One event-loop thread: listening sockets, client connections, upstream pools, round-robin state.
 // The request path (worker.cpp) uses the io_context's own executor type (no type erasure) and
 // one coarse deadline per connection checked by a sweeper every 100 ms instead of a timer per
-// operation; HTTP/1 parsing and rewriting are http1.hpp's.
+// operation; HTTP/1 parsing and rewriting are http1/http1.hpp's.
 class Worker {
  public:
   using Executor = asio::io_context::executor_type;

@@ -26,7 +26,7 @@
 
 #include "core/id.hpp"
 #include "core/log.hpp"
-#include "proxy/http1.hpp"
+#include "http1/http1.hpp"
 #include "proxy/internal.hpp"
 
 namespace cutover::proxy::detail {

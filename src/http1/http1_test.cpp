@@ -1,5 +1,5 @@
 // Unit tests of the proxy's HTTP/1 parsing, framing and rewriting (http1.hpp).
-#include "proxy/http1.hpp"
+#include "http1/http1.hpp"
 
 #include <gtest/gtest.h>
 

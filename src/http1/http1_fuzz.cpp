@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-#include "proxy/http1.hpp"
+#include "http1/http1.hpp"
 
 using namespace cutover::proxy::http1;
 

@@ -1,4 +1,4 @@
-#include "proxy/http1.hpp"
+#include "http1/http1.hpp"
 
 #include <cstring>
 
