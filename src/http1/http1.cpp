@@ -545,6 +545,7 @@ void write_request_head(const RequestHead& req, const RequestRewrite& rw, std::s
   out.append(req.minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
   bool has_request_id = false;
   bool has_xff = false;
+  bool had_host = false;
   std::string_view host;
   for (const auto& h : req.headers) {
     const auto& n = h.name;
@@ -559,7 +560,10 @@ void write_request_head(const RequestHead& req, const RequestRewrite& rw, std::s
     }
     // The proxy answers 100-continue itself (or already has the body): not forwarded.
     if (req.expect_continue && lower(n[0]) == 'e' && iequals(n, "expect")) continue;
-    if (lower(n[0]) == 'h' && iequals(n, "host")) host = h.value;
+    if (lower(n[0]) == 'h' && iequals(n, "host")) {
+      host = h.value;
+      had_host = true;
+    }
     append_header(out, n, h.value);
   }
   out.append("X-Forwarded-For: ");
@@ -573,7 +577,8 @@ void write_request_head(const RequestHead& req, const RequestRewrite& rw, std::s
   out.append(rw.client_ip);
   out.append("\r\n");
   append_header(out, "X-Forwarded-Proto", rw.proto);
-  if (host.empty() && !rw.default_host.empty()) {
+  // An empty Host is valid (and kept); only a request without one gets the listener's.
+  if (!had_host && !rw.default_host.empty()) {
     append_header(out, "Host", rw.default_host);
     host = rw.default_host;
   }

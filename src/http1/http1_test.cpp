@@ -310,5 +310,18 @@ TEST(Http1Simple, ResponseHasLengthAndReason) {
             "Unavailable: no healthy target\n");
 }
 
+// Found by http1_fuzz: an empty Host (valid) got a second Host added on the way.
+TEST(Http1Rewrite, AnEmptyHostStaysTheOnlyHost) {
+  RequestHead h;
+  ASSERT_EQ(req("GET / HTTP/1.1\r\nHost:\r\n\r\n", h).status, Parse::Done);
+  std::string out;
+  write_request_head(h, RequestRewrite{"1.2.3.4", "http", "r", "127.0.0.1:8000"}, out);
+  RequestHead f;
+  auto r = parse_request_head(out, Limits{}, f);
+  ASSERT_EQ(r.status, Parse::Done) << r.error << "\n" << out;
+  EXPECT_EQ(f.host, "");
+  EXPECT_EQ(out.find("X-Forwarded-Host"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace cutover::proxy::http1
