@@ -2,12 +2,16 @@
 // generically, so aliases that form cycles cannot recurse), collects every error with its position
 // and reports them sorted. yaml-cpp exceptions are caught here and never leave the module.
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <initializer_list>
 #include <sstream>
@@ -44,6 +48,7 @@ class Ctx {
   size_t count() const { return diags.size(); }
 
   std::vector<Diag> diags;
+  bool check_files = false;  // ParseOptions::check_files
 };
 
 std::string quote(std::string_view s) {
@@ -672,7 +677,7 @@ std::optional<Pipeline> parse_pipeline(Ctx& ctx, const YAML::Node& n) {
 
 // ---------------------------------------------------------------------------------- services ---
 
-std::optional<Listener> parse_listener(Ctx& ctx, const YAML::Node& n, const std::string& path) {
+std::optional<Endpoint> parse_endpoint(Ctx& ctx, const YAML::Node& n, const std::string& path) {
   auto s = read_string(ctx, n, path);
   if (!s) return std::nullopt;
   const auto bad = [&](std::string_view why) {
@@ -680,7 +685,7 @@ std::optional<Listener> parse_listener(Ctx& ctx, const YAML::Node& n, const std:
                      std::string(why) + "), got " + quote(*s));
     return std::nullopt;
   };
-  Listener l;
+  Endpoint l;
   l.address = *s;
   std::string port_text;
   if (!s->empty() && s->front() == '[') {
@@ -705,6 +710,106 @@ std::optional<Listener> parse_listener(Ctx& ctx, const YAML::Node& n, const std:
   auto port = parse_int(port_text);
   if (!port || *port < 1 || *port > 65535) return bad("the port must be 1-65535");
   l.port = static_cast<uint16_t>(*port);
+  return l;
+}
+
+// Two addresses that cannot both be bound: the same port on the same host or on a wildcard.
+bool conflicts(const Endpoint& a, const Endpoint& b) {
+  if (a.port != b.port) return false;
+  auto wildcard = [](const std::string& h) { return h == "0.0.0.0" || h == "::"; };
+  auto norm = [](const std::string& h) { return h == "localhost" ? std::string("127.0.0.1") : h; };
+  return wildcard(a.host) || wildcard(b.host) || norm(a.host) == norm(b.host);
+}
+
+// A file the proxy reads (certificates, keys): an absolute path, because the proxy runs neither
+// in the repository nor in the directory of cutover.yaml. With check_files, it must be readable;
+// that is reported but leaves the path in place, so that the checks that follow still run.
+std::optional<std::string> read_file_path(Ctx& ctx, const YAML::Node& n, const std::string& path) {
+  auto s = read_nonempty(ctx, n, path);
+  if (!s) return s;
+  if (s->front() != '/') {
+    ctx.error(n, path +
+                     " must be an absolute path (the proxy reads it on the host it runs on), got " +
+                     quote(*s));
+    return std::nullopt;
+  }
+  if (ctx.check_files) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(*s, ec)) {
+      ctx.error(n, path + ": " + quote(*s) + " is a directory, not a PEM file");
+    } else if (const int fd = ::open(s->c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY); fd < 0) {
+      ctx.error(n, path + ": cannot read " + quote(*s) + ": " + std::strerror(errno));
+    } else {
+      ::close(fd);
+    }
+  }
+  return s;
+}
+
+Listener to_listener(const Endpoint& e) {
+  Listener l;
+  l.address = e.address;
+  l.host = e.host;
+  l.port = e.port;
+  return l;
+}
+
+// "ADDR:PORT", or {address: ADDR:PORT, tls: {cert, key}, redirect_http: ADDR:PORT}.
+std::optional<Listener> parse_listener(Ctx& ctx, const YAML::Node& n, const std::string& path) {
+  if (!n.IsMap()) {
+    if (!n.IsScalar()) {
+      ctx.error(n, path +
+                       " must be host:port or a mapping with address, tls and redirect_http, got " +
+                       describe(n));
+      return std::nullopt;
+    }
+    auto e = parse_endpoint(ctx, n, path);
+    if (!e) return std::nullopt;
+    return to_listener(*e);
+  }
+  Map m(ctx, n, path);
+  m.allow({"address", "tls", "redirect_http"});
+  bool ok = false;
+  Listener l;
+  if (const auto* v = m.require("address", "host:port such as 0.0.0.0:8443")) {
+    if (auto e = parse_endpoint(ctx, *v, m.sub("address"))) {
+      l = to_listener(*e);
+      ok = true;
+    }
+  }
+  const bool address_ok = ok;
+  if (const auto* v = m.get("tls")) {
+    Map t(ctx, *v, m.sub("tls"));
+    t.allow({"cert", "key"});
+    const auto* cert = t.require("cert", "the PEM certificate chain file");
+    const auto* key = t.require("key", "the PEM private key file");
+    std::optional<std::string> c, k;
+    if (cert) c = read_file_path(ctx, *cert, t.sub("cert"));
+    if (key) k = read_file_path(ctx, *key, t.sub("key"));
+    if (c && k) {
+      l.tls = Tls{*c, *k};
+    } else {
+      ok = false;
+    }
+  }
+  if (const auto* v = m.get("redirect_http")) {
+    auto e = parse_endpoint(ctx, *v, m.sub("redirect_http"));
+    if (!e) {
+      ok = false;
+    } else if (!m.get("tls")) {
+      ctx.error(m.find("redirect_http")->key_node,
+                m.sub("redirect_http") +
+                    " needs tls: it redirects plain HTTP to this listener's https address");
+      ok = false;
+    } else if (address_ok && conflicts(*e, l.endpoint())) {
+      ctx.error(*v, m.sub("redirect_http") + ": address " + e->address +
+                        " conflicts with the listener's own address " + l.address);
+      ok = false;
+    } else {
+      l.redirect_http = *e;
+    }
+  }
+  if (!ok) return std::nullopt;
   return l;
 }
 
@@ -901,10 +1006,43 @@ std::optional<std::vector<StatusRange>> parse_matcher(std::string_view text) {
   return out;
 }
 
+// `passive: {}` (or empty) turns passive ejection on with the defaults of PassiveHealth.
+std::optional<PassiveHealth> parse_passive_health(Ctx& ctx, const YAML::Node& n,
+                                                  const std::string& path) {
+  PassiveHealth p;
+  Map m(ctx, n, path, true);
+  if (!m.valid() && !n.IsNull()) return std::nullopt;
+  m.allow({"consecutive_5xx", "consecutive_connect_failures", "ejection", "max_ejection_percent"});
+  if (const auto* v = m.get("consecutive_5xx")) {
+    if (auto i = read_int(ctx, *v, m.sub("consecutive_5xx"), 0, 1000)) p.consecutive_5xx = *i;
+  }
+  if (const auto* v = m.get("consecutive_connect_failures")) {
+    if (auto i = read_int(ctx, *v, m.sub("consecutive_connect_failures"), 0, 1000)) {
+      p.consecutive_connect_failures = *i;
+    }
+  }
+  if (const auto* v = m.get("ejection")) {
+    if (auto d = read_duration(ctx, *v, m.sub("ejection"), 1s, 1h)) p.ejection = *d;
+  }
+  if (const auto* v = m.get("max_ejection_percent")) {
+    if (auto i = read_int(ctx, *v, m.sub("max_ejection_percent"), 1, 100)) {
+      p.max_ejection_percent = *i;
+    }
+  }
+  if (p.consecutive_5xx == 0 && p.consecutive_connect_failures == 0) {
+    ctx.error(n, path +
+                     ": consecutive_5xx and consecutive_connect_failures are both 0, which ejects "
+                     "nothing; remove passive to turn passive ejection off");
+    return std::nullopt;
+  }
+  return p;
+}
+
 TargetHealth parse_target_health(Ctx& ctx, const YAML::Node& n, const std::string& path) {
   TargetHealth th;
   Map m(ctx, n, path, true);
-  m.allow({"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "matcher"});
+  m.allow({"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "matcher",
+           "passive"});
   if (const auto* v = m.get("path")) {
     if (auto s = read_string(ctx, *v, m.sub("path"))) {
       if (s->empty() || s->front() != '/') {
@@ -948,6 +1086,8 @@ TargetHealth parse_target_health(Ctx& ctx, const YAML::Node& n, const std::strin
       th.matcher = *r;
     }
   }
+  if (const auto* v = m.get("passive"))
+    th.passive = parse_passive_health(ctx, *v, m.sub("passive"));
   return th;
 }
 
@@ -1163,12 +1303,57 @@ std::optional<Alarm> parse_alarm(Ctx& ctx, const YAML::Node& n, const std::strin
   return a;
 }
 
+// RFC 9110 tchar: what the proxy accepts as a cookie name.
+bool is_cookie_name(std::string_view s) {
+  constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
+  if (s.empty() || s.size() > 64) return false;
+  return std::all_of(s.begin(), s.end(), [&](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) ||
+           kSpecials.find(c) != std::string_view::npos;
+  });
+}
+
+// deployment.sticky: true | false | {cookie: NAME}. Returns the cookie name, empty = off.
+std::string parse_sticky(Ctx& ctx, const YAML::Node& n, const Map& deployment, Strategy strategy) {
+  const std::string path = deployment.sub("sticky");
+  std::string cookie;
+  if (n.IsScalar() && (n.Scalar() == "true" || n.Scalar() == "false")) {
+    if (n.Scalar() == "true") cookie = kDefaultStickyCookie;
+  } else if (n.IsMap()) {
+    Map m(ctx, n, path);
+    m.allow({"cookie"});
+    if (const auto* c = m.require("cookie", "the cookie name")) {
+      if (auto s = read_string(ctx, *c, m.sub("cookie"))) {
+        if (!is_cookie_name(*s)) {
+          ctx.error(*c,
+                    m.sub("cookie") +
+                        " must be a cookie name: 1-64 letters, digits or !#$%&'*+-.^_`|~, got " +
+                        quote(*s));
+        } else {
+          cookie = *s;
+        }
+      }
+    }
+  } else {
+    ctx.error(n, path + " must be true, false or {cookie: NAME}, got " + describe(n));
+    return {};
+  }
+  if (!cookie.empty() && strategy == Strategy::Rolling) {
+    ctx.error(deployment.find("sticky")->key_node,
+              path +
+                  " only applies to strategy blue_green (rolling replaces tasks in one target "
+                  "group, so there is no version to stick to)");
+    return {};
+  }
+  return cookie;
+}
+
 Deployment parse_deployment(Ctx& ctx, const YAML::Node& n, const std::string& path) {
   Deployment d;
   Map m(ctx, n, path, true);
   m.allow({"strategy", "traffic", "hooks", "hook_timeout", "alarms", "auto_rollback",
            "termination_wait", "drain_timeout", "min_healthy_percent", "max_percent",
-           "circuit_breaker"});
+           "circuit_breaker", "sticky"});
   if (const auto* v = m.get("strategy")) {
     if (auto s = read_enum<Strategy>(
             ctx, *v, m.sub("strategy"),
@@ -1271,28 +1456,23 @@ Deployment parse_deployment(Ctx& ctx, const YAML::Node& n, const std::string& pa
       if (auto i = read_int(ctx, *t, cb.sub("threshold"), 1, 100)) d.circuit_breaker_threshold = *i;
     }
   }
+  if (const auto* v = m.get("sticky")) d.sticky_cookie = parse_sticky(ctx, *v, m, d.strategy);
   return d;
 }
 
 struct ListenerUse {
-  Listener listener;
+  Endpoint endpoint;
   std::string path;
   int line;
 };
-
-bool conflicts(const Listener& a, const Listener& b) {
-  if (a.port != b.port) return false;
-  auto wildcard = [](const std::string& h) { return h == "0.0.0.0" || h == "::"; };
-  auto norm = [](const std::string& h) { return h == "localhost" ? std::string("127.0.0.1") : h; };
-  return wildcard(a.host) || wildcard(b.host) || norm(a.host) == norm(b.host);
-}
 
 std::optional<Service> parse_service(Ctx& ctx, const std::string& name, const YAML::Node& n,
                                      const std::string& path, const Pipeline& pipeline,
                                      std::vector<ListenerUse>& listeners) {
   Map m(ctx, n, path);
   if (!m.valid()) return std::nullopt;
-  m.allow({"artifact", "driver", "task", "listeners", "target_health", "deployment"});
+  m.allow(
+      {"artifact", "driver", "task", "listeners", "load_balancing", "target_health", "deployment"});
   Service s;
   s.name = name;
   if (const auto* v = m.get("driver")) {
@@ -1335,19 +1515,46 @@ std::optional<Service> parse_service(Ctx& ctx, const std::string& name, const YA
       if (!node) return std::nullopt;
       auto listener = parse_listener(ctx, *node, l.sub(key));
       if (!listener) return std::nullopt;
-      for (const auto& u : listeners) {
-        if (conflicts(u.listener, *listener)) {
-          ctx.error(*node, l.sub(key) + ": address " + listener->address + " conflicts with " +
-                               u.path + " (" + u.listener.address + ", line " +
-                               std::to_string(u.line) + ")");
-          return std::nullopt;
+      // Every address this listener binds: its own, and its redirect listener's.
+      struct Bind {
+        ListenerUse use;
+        YAML::Node at;
+      };
+      std::vector<Bind> binds;
+      const YAML::Node address_at = node->IsMap() ? (*node)["address"] : *node;
+      binds.push_back(
+          {{Endpoint{listener->address, listener->host, listener->port},
+            node->IsMap() ? l.sub(key) + ".address" : l.sub(key), address_at.Mark().line + 1},
+           address_at});
+      if (listener->redirect_http) {
+        const YAML::Node redirect_at = (*node)["redirect_http"];
+        binds.push_back(
+            {{*listener->redirect_http, l.sub(key) + ".redirect_http", redirect_at.Mark().line + 1},
+             redirect_at});
+      }
+      for (const auto& b : binds) {
+        for (const auto& u : listeners) {
+          if (conflicts(u.endpoint, b.use.endpoint)) {
+            ctx.error(b.at, b.use.path + ": address " + b.use.endpoint.address +
+                                " conflicts with " + u.path + " (" + u.endpoint.address +
+                                ", line " + std::to_string(u.line) + ")");
+            return std::nullopt;
+          }
         }
       }
-      listeners.push_back({*listener, l.sub(key), node->Mark().line + 1});
+      for (auto& b : binds) listeners.push_back(std::move(b.use));
       return listener;
     };
     if (auto p = use("production")) s.listeners.production = *p;
     s.listeners.test = use("test");
+  }
+  if (const auto* v = m.get("load_balancing")) {
+    if (auto lb = read_enum<LoadBalancing>(
+            ctx, *v, m.sub("load_balancing"),
+            {{"round_robin", LoadBalancing::RoundRobin},
+             {"least_outstanding_requests", LoadBalancing::LeastOutstandingRequests}})) {
+      s.load_balancing = *lb;
+    }
   }
   if (const auto* v = m.get("target_health")) {
     s.target_health = parse_target_health(ctx, *v, m.sub("target_health"));
@@ -1536,8 +1743,10 @@ const Stage* Config::find_stage(std::string_view name) const {
 }
 
 core::Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml_text,
-                                                         std::string_view file_name) {
+                                                         std::string_view file_name,
+                                                         const ParseOptions& options) {
   Ctx ctx;
+  ctx.check_files = options.check_files;
   std::shared_ptr<Config> config;
   try {
     const std::string text(yaml_text);
@@ -1566,10 +1775,11 @@ core::Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml_t
   return std::shared_ptr<const Config>(std::move(config));
 }
 
-core::Result<std::shared_ptr<const Config>> load_config(const std::filesystem::path& path) {
+core::Result<std::shared_ptr<const Config>> load_config(const std::filesystem::path& path,
+                                                        const ParseOptions& options) {
   auto text = core::read_file(path);
   if (!text) return text.error();
-  return parse_config(*text, path.string());
+  return parse_config(*text, path.string(), options);
 }
 
 std::string_view to_string(StageKind v) {
@@ -1639,5 +1849,10 @@ std::string_view to_string(Comparison v) {
 }
 
 std::string_view to_string(Driver v) { return v == Driver::Podman ? "podman" : "process"; }
+
+std::string_view to_string(LoadBalancing v) {
+  return v == LoadBalancing::LeastOutstandingRequests ? "least_outstanding_requests"
+                                                      : "round_robin";
+}
 
 }  // namespace cutover::config

@@ -110,10 +110,31 @@ struct Task {
   int count = 1;
 };
 
+// A listening address.
+struct Endpoint {
+  std::string address;  // as written: "0.0.0.0:8000", "[::1]:8001"
+  std::string host;     // without brackets: "0.0.0.0", "::1"
+  uint16_t port = 0;
+};
+
+// TLS termination by the proxy: PEM files on the host that runs it, absolute paths. The parser
+// checks their form only; ParseOptions::check_files also checks that they can be read.
+struct Tls {
+  std::string cert;  // certificate chain, leaf first ("fullchain.pem")
+  std::string key;   // private key
+};
+
+// `production: ADDR:PORT` or `production: {address: ADDR:PORT, tls: {...}, redirect_http: ...}`.
 struct Listener {
   std::string address;  // as written: "0.0.0.0:8000", "[::1]:8001"
   std::string host;     // without brackets: "0.0.0.0", "::1"
   uint16_t port = 0;
+  std::optional<Tls> tls;  // absent = plain HTTP
+  // A plain-HTTP listener that answers every request with a 308 redirect to https on `port`.
+  // Only with tls.
+  std::optional<Endpoint> redirect_http;
+
+  Endpoint endpoint() const { return {address, host, port}; }
 };
 
 struct Listeners {
@@ -127,6 +148,16 @@ struct StatusRange {
   int high = 299;
 };
 
+// Passive ejection, done by the proxy on live traffic (Envoy outlier detection, reduced to
+// consecutive failures): a target that fails this many requests in a row leaves the rotation for
+// `ejection`. A threshold of 0 turns that check off; at least one of the two is above 0.
+struct PassiveHealth {
+  int consecutive_5xx = 5;
+  int consecutive_connect_failures = 3;
+  core::Duration ejection = 10s;
+  int max_ejection_percent = 50;  // of a target group at once; the last target is never ejected
+};
+
 // Readiness, checked by the proxy (ALB target group health check).
 struct TargetHealth {
   std::string path = "/health";
@@ -135,7 +166,11 @@ struct TargetHealth {
   int healthy_threshold = 3;
   int unhealthy_threshold = 2;
   std::vector<StatusRange> matcher{StatusRange{200, 299}};
+  std::optional<PassiveHealth> passive;  // absent = no passive ejection
 };
+
+// How the proxy spreads requests over the targets of one target group.
+enum class LoadBalancing { RoundRobin, LeastOutstandingRequests };
 
 enum class Strategy { BlueGreen, Rolling };
 enum class TrafficType { AllAtOnce, Canary, Linear, Steps };
@@ -209,7 +244,12 @@ struct Deployment {
   int min_healthy_percent = 100;      // rolling
   int max_percent = 200;              // rolling
   int circuit_breaker_threshold = 3;  // rolling: failed tasks before rollback
+  // Sticky cohorts on the production listener while traffic is split: the cookie that pins a
+  // client to the version it was first sent to. Empty = off; `sticky: true` = kDefaultStickyCookie.
+  std::string sticky_cookie;
 };
+
+inline constexpr std::string_view kDefaultStickyCookie = "cutover_cohort";
 
 struct Service {
   std::string name;
@@ -217,6 +257,7 @@ struct Service {
   Driver driver = Driver::Process;
   Task task;
   Listeners listeners;
+  LoadBalancing load_balancing = LoadBalancing::RoundRobin;
   TargetHealth target_health;
   Deployment deployment;
 };
@@ -232,11 +273,21 @@ struct Config {
 
 // ------------------------------------------------------------------------------ entry points ---
 
+struct ParseOptions {
+  // Also check that the files the config names (TLS certificates and keys) can be read by this
+  // process, reporting each one that cannot at its position. Off by default, so that parsing stays
+  // a pure function of the text (the controller re-parses stored configs on restart, and CI
+  // machines validate files whose certificates live only on the production host).
+  bool check_files = false;
+};
+
 // Parses and validates. file_name is only used in messages ("cutover.yaml:14:7: ...").
 core::Result<std::shared_ptr<const Config>> parse_config(std::string_view yaml_text,
-                                                         std::string_view file_name);
+                                                         std::string_view file_name,
+                                                         const ParseOptions& options = {});
 // Reads path and parses it; messages name the path as given.
-core::Result<std::shared_ptr<const Config>> load_config(const std::filesystem::path& path);
+core::Result<std::shared_ptr<const Config>> load_config(const std::filesystem::path& path,
+                                                        const ParseOptions& options = {});
 
 // Replaces ${NAME} with vars[NAME]; unknown names are left as they are; "$${" is a literal "${".
 std::string expand_variables(std::string_view text, const std::map<std::string, std::string>& vars);
@@ -256,5 +307,6 @@ std::string_view to_string(TrafficType v);
 std::string_view to_string(Metric v);
 std::string_view to_string(Comparison v);
 std::string_view to_string(Driver v);
+std::string_view to_string(LoadBalancing v);
 
 }  // namespace cutover::config

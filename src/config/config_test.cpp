@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/fs.hpp"
+#include "core/temp_dir.hpp"
 
 namespace cutover::config {
 namespace {
@@ -209,6 +210,118 @@ services:
   EXPECT_EQ(d.min_healthy_percent, 100);
   EXPECT_EQ(d.max_percent, 200);
   EXPECT_EQ(d.circuit_breaker_threshold, 3);
+  // The proxy's features are off unless asked for.
+  EXPECT_FALSE(s.listeners.production.tls.has_value());
+  EXPECT_FALSE(s.listeners.production.redirect_http.has_value());
+  EXPECT_EQ(s.load_balancing, LoadBalancing::RoundRobin);
+  EXPECT_FALSE(s.target_health.passive.has_value());
+  EXPECT_EQ(d.sticky_cookie, "");
+}
+
+TEST(Config, ProxyFeatures) {
+  auto c = must_load(kData / "valid" / "proxy-features.yaml");
+  ASSERT_EQ(c->services.size(), 2u);
+  const Service& web = c->services[0];
+  const Listener& prod = web.listeners.production;
+  EXPECT_EQ(prod.address, "0.0.0.0:8443");
+  EXPECT_EQ(prod.host, "0.0.0.0");
+  EXPECT_EQ(prod.port, 8443);
+  ASSERT_TRUE(prod.tls.has_value());
+  EXPECT_EQ(prod.tls->cert, "/etc/cutover/tls/fullchain.pem");
+  EXPECT_EQ(prod.tls->key, "/etc/cutover/tls/key.pem");
+  ASSERT_TRUE(prod.redirect_http.has_value());
+  EXPECT_EQ(prod.redirect_http->address, "0.0.0.0:8080");
+  EXPECT_EQ(prod.redirect_http->port, 8080);
+  ASSERT_TRUE(web.listeners.test.has_value());
+  EXPECT_EQ(web.listeners.test->address, "127.0.0.1:9443");
+  EXPECT_TRUE(web.listeners.test->tls.has_value());
+  EXPECT_FALSE(web.listeners.test->redirect_http.has_value());
+  EXPECT_EQ(web.load_balancing, LoadBalancing::LeastOutstandingRequests);
+  ASSERT_TRUE(web.target_health.passive.has_value());
+  EXPECT_EQ(web.target_health.passive->consecutive_5xx, 3);
+  EXPECT_EQ(web.target_health.passive->consecutive_connect_failures, 3);  // default
+  EXPECT_EQ(web.target_health.passive->ejection, 30s);
+  EXPECT_EQ(web.target_health.passive->max_ejection_percent, 50);  // default
+  EXPECT_EQ(web.deployment.sticky_cookie, "cutover_cohort");
+
+  const Service& api = c->services[1];
+  EXPECT_EQ(api.listeners.production.host, "::1");
+  EXPECT_EQ(api.listeners.production.tls->cert, "/etc/api/cert.pem");
+  EXPECT_EQ(api.listeners.test->address, "127.0.0.1:7001");  // the string form still works
+  EXPECT_FALSE(api.listeners.test->tls.has_value());
+  EXPECT_EQ(api.load_balancing, LoadBalancing::RoundRobin);
+  ASSERT_TRUE(api.target_health.passive.has_value());  // passive: {} = on, with the defaults
+  EXPECT_EQ(api.target_health.passive->consecutive_5xx, 5);
+  EXPECT_EQ(api.target_health.passive->consecutive_connect_failures, 3);
+  EXPECT_EQ(api.target_health.passive->ejection, 10s);
+  EXPECT_EQ(api.target_health.passive->max_ejection_percent, 50);
+  EXPECT_EQ(api.deployment.sticky_cookie, "api_version");
+}
+
+constexpr std::string_view kServiceHead = R"(version: 1
+pipeline:
+  stages: [{ name: build, run: make, artifacts: dist }]
+services:
+  web:
+    artifact: build
+    task: { containers: [{ name: app, command: [dist/server] }] }
+)";
+
+TEST(Config, StickyFalseIsOff) {
+  auto c = must_parse(std::string(kServiceHead) +
+                      "    listeners: { production: 127.0.0.1:8000 }\n"
+                      "    deployment: { sticky: false }\n");
+  EXPECT_EQ(c->services[0].deployment.sticky_cookie, "");
+}
+
+TEST(Config, ListenerFileChecksOnlyWhenAsked) {
+  const core::TempDir dir;
+  const fs::path cert = dir.path() / "fullchain.pem";
+  std::ofstream(cert) << "-----BEGIN CERTIFICATE-----\n";
+  const std::string text = std::string(kServiceHead) +
+                           "    listeners:\n"
+                           "      production:\n"
+                           "        address: 127.0.0.1:8443\n"
+                           "        tls: { cert: " +
+                           cert.string() + ", key: " + (dir.path() / "key.pem").string() + " }\n";
+  // Parsing alone is a pure function of the text: the key's absence does not matter.
+  EXPECT_TRUE(parse_config(text, "t.yaml").ok());
+  auto r = parse_config(text, "t.yaml", ParseOptions{.check_files = true});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "t.yaml:11:" + std::to_string(29 + cert.string().size()) +
+                                   ": services.web.listeners.production.tls.key: cannot read \"" +
+                                   (dir.path() / "key.pem").string() +
+                                   "\": No such file or directory");
+  std::ofstream(dir.path() / "key.pem") << "-----BEGIN PRIVATE KEY-----\n";
+  EXPECT_TRUE(parse_config(text, "t.yaml", ParseOptions{.check_files = true}).ok());
+  auto d =
+      parse_config(std::string(kServiceHead) +
+                       "    listeners:\n"
+                       "      production:\n"
+                       "        address: 127.0.0.1:8443\n"
+                       "        tls: { cert: " +
+                       dir.path().string() + ", key: " + (dir.path() / "key.pem").string() + " }\n",
+                   "t.yaml", ParseOptions{.check_files = true});
+  ASSERT_FALSE(d.ok());
+  EXPECT_THAT(d.error().message, HasSubstr("is a directory, not a PEM file"));
+}
+
+TEST(Config, RedirectListenerConflictsWithOtherServices) {
+  auto r = parse_config(std::string(kServiceHead) +
+                            "    listeners:\n"
+                            "      production:\n"
+                            "        address: 0.0.0.0:8443\n"
+                            "        tls: { cert: /c.pem, key: /k.pem }\n"
+                            "        redirect_http: 0.0.0.0:8080\n"
+                            "  api:\n"
+                            "    artifact: build\n"
+                            "    task: { containers: [{ name: app, command: [dist/api] }] }\n"
+                            "    listeners: { production: 127.0.0.1:8080 }\n",
+                        "t.yaml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message,
+            "t.yaml:16:30: services.api.listeners.production: address 127.0.0.1:8080 conflicts "
+            "with services.web.listeners.production.redirect_http (0.0.0.0:8080, line 12)");
 }
 
 TEST(Config, AlarmDefaultsDependOnTheMetric) {
@@ -378,7 +491,8 @@ TEST(Config, InvalidFilesReportTheExpectedFirstError) {
     SCOPED_TRACE(f.filename().string());
     auto text = core::read_file(f);
     ASSERT_TRUE(text.ok());
-    auto r = parse_config(*text, f.filename().string());
+    // With the file checks of `cutover validate` (listener-tls-missing-file.yaml needs them).
+    auto r = parse_config(*text, f.filename().string(), ParseOptions{.check_files = true});
     ASSERT_FALSE(r.ok()) << "parsed without errors";
     const std::string& m = r.error().message;
     const std::string first = m.substr(0, m.find('\n'));
@@ -477,6 +591,15 @@ TEST(Config, JsonSchemaIsValidJsonAndCoversTheFormat) {
                           "datapoints_to_alarm",
                           "min_requests",
                           "approval",
+                          "load_balancing",
+                          "least_outstanding_requests",
+                          "tls",
+                          "redirect_http",
+                          "passive",
+                          "consecutive_connect_failures",
+                          "max_ejection_percent",
+                          "sticky",
+                          "cookie",
                           "CodeDeployDefault.ECSCanary10Percent5Minutes"}) {
     EXPECT_THAT(schema, HasSubstr(std::string("\"") + key + "\"")) << key;
   }

@@ -148,24 +148,56 @@ Json deployment() {
                        {"after_allow_test_traffic", string_or_list("commands")},
                        {"before_allow_traffic", string_or_list("commands")},
                        {"after_allow_traffic", string_or_list("commands")}});
-  return object({{"strategy", enumeration({"blue_green", "rolling"}, "default blue_green")},
-                 {"traffic", traffic()},
-                 {"hooks", hooks},
-                 {"hook_timeout", duration("default 5m")},
-                 {"alarms", {{"type", "array"}, {"items", alarm()}}},
-                 {"auto_rollback",
-                  {{"type", "array"},
-                   {"items", enumeration({"failure", "alarm"}, "")},
-                   {"description", "default [failure, alarm]"}}},
-                 {"termination_wait", duration("default 1h")},
-                 {"drain_timeout", duration("default 30s")},
-                 {"min_healthy_percent", integer(0, 100, "rolling; default 100")},
-                 {"max_percent", integer(100, 400, "rolling; default 200")},
-                 {"circuit_breaker", object({{"threshold", integer(1, 100, "default 3")}})}});
+  return object(
+      {{"strategy", enumeration({"blue_green", "rolling"}, "default blue_green")},
+       {"traffic", traffic()},
+       {"hooks", hooks},
+       {"hook_timeout", duration("default 5m")},
+       {"alarms", {{"type", "array"}, {"items", alarm()}}},
+       {"auto_rollback",
+        {{"type", "array"},
+         {"items", enumeration({"failure", "alarm"}, "")},
+         {"description", "default [failure, alarm]"}}},
+       {"termination_wait", duration("default 1h")},
+       {"drain_timeout", duration("default 30s")},
+       {"min_healthy_percent", integer(0, 100, "rolling; default 100")},
+       {"max_percent", integer(100, 400, "rolling; default 200")},
+       {"circuit_breaker", object({{"threshold", integer(1, 100, "default 3")}})},
+       {"sticky",
+        {{"description",
+          "sticky cohorts on the production listener while traffic is split; true = "
+          "cookie cutover_cohort; default off (blue_green only)"},
+         {"oneOf", Json::array({{{"type", "boolean"}},
+                                object({{"cookie",
+                                         {{"type", "string"},
+                                          {"pattern", "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"}}}},
+                                       {"cookie"})})}}}});
+}
+
+Json listener() {
+  Json address = {{"type", "string"}, {"pattern", kAddressPattern}};
+  Json file = {{"type", "string"}, {"pattern", "^/"}, {"description", "absolute path"}};
+  Json full = object({{"address", address},
+                      {"tls", object({{"cert", file}, {"key", file}}, {"cert", "key"})},
+                      {"redirect_http", address}},
+                     {"address"});
+  full["dependentRequired"] = {{"redirect_http", Json::array({"tls"})}};
+  full["description"] =
+      "tls: the proxy terminates TLS with these PEM files; redirect_http: a plain-HTTP address "
+      "that answers 308 to https on this listener's port";
+  return {{"oneOf", Json::array({address, full})}};
+}
+
+Json passive_health() {
+  Json j = object({{"consecutive_5xx", integer(0, 1000, "default 5; 0 = off")},
+                   {"consecutive_connect_failures", integer(0, 1000, "default 3; 0 = off")},
+                   {"ejection", duration("default 10s")},
+                   {"max_ejection_percent", integer(1, 100, "default 50")}});
+  j["description"] = "passive ejection on live traffic; absent = off";
+  return j;
 }
 
 Json service() {
-  Json address = {{"type", "string"}, {"pattern", kAddressPattern}};
   return object(
       {{"artifact", {{"type", "string"}, {"description", "a stage with artifacts"}}},
        {"driver", enumeration({"process", "podman"}, "default process")},
@@ -173,7 +205,9 @@ Json service() {
         object({{"containers", {{"type", "array"}, {"minItems", 1}, {"items", container()}}},
                 {"count", integer(1, 100, "default 1")}},
                {"containers"})},
-       {"listeners", object({{"production", address}, {"test", address}}, {"production"})},
+       {"listeners", object({{"production", listener()}, {"test", listener()}}, {"production"})},
+       {"load_balancing",
+        enumeration({"round_robin", "least_outstanding_requests"}, "default round_robin")},
        {"target_health",
         object(
             {{"path", {{"type", "string"}, {"pattern", "^/"}, {"description", "default /health"}}},
@@ -182,8 +216,8 @@ Json service() {
              {"healthy_threshold", integer(1, 10, "default 3")},
              {"unhealthy_threshold", integer(1, 10, "default 2")},
              {"matcher",
-              {{"type", Json::array({"string", "integer"})},
-               {"description", "default 200-299"}}}})},
+              {{"type", Json::array({"string", "integer"})}, {"description", "default 200-299"}}},
+             {"passive", passive_health()}})},
        {"deployment", deployment()}},
       {"task", "listeners"});
 }
