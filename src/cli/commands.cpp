@@ -182,8 +182,8 @@ int cmd_proxy(const ProxyCommandOptions& o) {
   return proxy::run_proxy(opts);
 }
 
-int cmd_validate(const std::string& file) {
-  auto cfg = config::load_config(file);
+int cmd_validate(const std::string& file, bool check_files) {
+  auto cfg = config::load_config(file, config::ParseOptions{.check_files = check_files});
   if (!cfg) {
     std::cerr << cfg.error().message;
     if (cfg.error().message.empty() || cfg.error().message.back() != '\n') std::cerr << "\n";

@@ -35,7 +35,8 @@ std::string default_state_dir();
 
 int cmd_serve(const ServeOptions& o);
 int cmd_proxy(const ProxyCommandOptions& o);
-int cmd_validate(const std::string& file);
+// check_files: also check that the files cutover.yaml names (TLS certificates, keys) are readable.
+int cmd_validate(const std::string& file, bool check_files);
 int cmd_schema();
 int cmd_status(const ClientOptions& c, const std::string& service);
 int cmd_history(const ClientOptions& c, const std::string& service);

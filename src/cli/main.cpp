@@ -49,6 +49,10 @@ int main(int argc, char** argv) {
   std::string validate_file = "cutover.yaml";
   auto* v = app.add_subcommand("validate", "Check a cutover.yaml without running anything");
   v->add_option("file", validate_file, "The file to check")->capture_default_str();
+  bool validate_no_file_checks = false;
+  v->add_flag("--no-file-checks", validate_no_file_checks,
+              "Do not check that TLS certificate and key files exist and are readable (for "
+              "machines other than the one that serves)");
 
   auto* schema = app.add_subcommand("schema", "Print the JSON Schema of cutover.yaml");
 
@@ -82,7 +86,7 @@ int main(int argc, char** argv) {
 
   if (s->parsed()) return cmd_serve(serve);
   if (p->parsed()) return cmd_proxy(proxy);
-  if (v->parsed()) return cmd_validate(validate_file);
+  if (v->parsed()) return cmd_validate(validate_file, !validate_no_file_checks);
   if (schema->parsed()) return cmd_schema();
   if (st->parsed()) return cmd_status(client, service);
   if (h->parsed()) return cmd_history(client, service);
