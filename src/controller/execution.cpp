@@ -70,7 +70,9 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
   if (!text)
     return fail("no usable cutover.yaml at the root of " + commit.short_sha + ": " +
                 text.error().message);
-  auto cfg = config::parse_config(*text, "cutover.yaml");
+  // This host serves the release, so the TLS files the config names must be readable here: a
+  // missing certificate fails the execution now rather than the deployment later.
+  auto cfg = config::parse_config(*text, "cutover.yaml", config::ParseOptions{.check_files = true});
   if (!cfg) return fail("cutover.yaml is invalid:\n" + cfg.error().message);
   if (auto r = store->set_meta("config/" + commit.sha, *text); !r) return fail(r.error().message);
 

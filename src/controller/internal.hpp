@@ -93,6 +93,12 @@ struct Controller::Impl {
 // "hello-blue"
 std::string group_name(const std::string& service, std::string_view color);
 
+// Appends one service's listeners and target groups to snap (routes.cpp), from its configuration,
+// its routing state and its running tasks (all colors). Listeners: "<svc>/production" (weights
+// by color, sticky cohorts) and "<listener>-redirect" for its redirect_http. Pure.
+void add_service_routes(const config::Service& svc, const Controller::Impl::Routing& routing,
+                        const std::vector<store::TaskRecord>& tasks, proxy::RouteSnapshot& snap);
+
 // The runtime's handle on a task the store recorded (for stop and adopt).
 runtime::Task to_runtime_task(const store::TaskRecord& record);
 

@@ -10,22 +10,6 @@
 
 namespace cutover::controller {
 
-namespace {
-
-std::string matcher_text(const config::TargetHealth& th) {
-  std::string out;
-  for (const auto& r : th.matcher) {
-    if (!out.empty()) out += ",";
-    out += r.low == r.high ? std::to_string(r.low)
-                           : std::to_string(r.low) + "-" + std::to_string(r.high);
-  }
-  return out.empty() ? "200-299" : out;
-}
-
-int ms(core::Duration d) { return static_cast<int>(d.count()); }
-
-}  // namespace
-
 core::Result<void> Controller::Impl::ensure_proxy() {
   if (auto h = proxy_admin->health(); h) {
     core::logger()->info("proxy: adopted the running proxy on {}", admin_socket().string());
@@ -77,34 +61,9 @@ core::Result<void> Controller::Impl::publish_routes() {
     if (!r.config) continue;
     const config::Service* svc = r.config->find_service(name);
     if (!svc) continue;
-    proxy::Listener listener;
-    listener.name = name + "/production";
-    listener.address = svc->listeners.production.address;
-    std::set<std::string> colors(r.registered.begin(), r.registered.end());
-    for (const auto& [color, weight] : r.weights) {
-      colors.insert(color);
-      if (weight > 0) listener.routes.push_back({group_name(name, color), weight});
-    }
-    snap.listeners.push_back(std::move(listener));
     auto tasks = store->list_running_tasks(name);
     if (!tasks) return tasks.error();
-    for (const auto& color : colors) {
-      proxy::TargetGroup g;
-      g.name = group_name(name, color);
-      const auto& th = svc->target_health;
-      g.health.path = th.path;
-      g.health.interval_ms = ms(th.interval);
-      g.health.timeout_ms = ms(th.timeout);
-      g.health.healthy_threshold = th.healthy_threshold;
-      g.health.unhealthy_threshold = th.unhealthy_threshold;
-      g.health.matcher = matcher_text(th);
-      g.drain_timeout_ms = ms(svc->deployment.drain_timeout);
-      for (const auto& t : *tasks) {
-        if (t.color == color)
-          g.targets.push_back({t.task_id, "127.0.0.1:" + std::to_string(t.port)});
-      }
-      snap.target_groups.push_back(std::move(g));
-    }
+    add_service_routes(*svc, r, *tasks, snap);
   }
   if (auto r = proxy_admin->put_snapshot(snap); !r) {
     return r.error().wrap("the proxy refused route snapshot v" + std::to_string(snap.version));
