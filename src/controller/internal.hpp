@@ -95,7 +95,8 @@ std::string group_name(const std::string& service, std::string_view color);
 
 // Appends one service's listeners and target groups to snap (routes.cpp), from its configuration,
 // its routing state and its running tasks (all colors). Listeners: "<svc>/production" (weights
-// by color, sticky cohorts) and "<listener>-redirect" for its redirect_http. Pure.
+// by color, sticky cohorts), "<svc>/test" (100% to the color being installed, else to the one with
+// most production weight), and "<listener>-redirect" for each redirect_http. Pure.
 void add_service_routes(const config::Service& svc, const Controller::Impl::Routing& routing,
                         const std::vector<store::TaskRecord>& tasks, proxy::RouteSnapshot& snap);
 

@@ -51,12 +51,26 @@ void add_service_routes(const config::Service& svc, const Controller::Impl::Rout
   const std::string& name = svc.name;
   std::vector<proxy::Route> production;
   std::set<std::string> colors(routing.registered.begin(), routing.registered.end());
+  std::string heaviest;  // the color with the most production weight
+  int heaviest_weight = 0;
   for (const auto& [color, weight] : routing.weights) {
     colors.insert(color);
     if (weight > 0) production.push_back({group_name(name, color), weight});
+    if (weight > heaviest_weight) {
+      heaviest = color;
+      heaviest_weight = weight;
+    }
   }
   add_listener(svc.listeners.production, name + "/production", std::move(production),
                svc.deployment.sticky_cookie, snap);
+  if (svc.listeners.test) {
+    // The test listener is never split: it reaches the new version while one is being installed
+    // (registered without production weight), else the version that serves most of production.
+    std::vector<proxy::Route> test;
+    const std::string& color = routing.registered.empty() ? heaviest : routing.registered.front();
+    if (!color.empty()) test.push_back({group_name(name, color), proxy::kWeightTotal});
+    add_listener(*svc.listeners.test, name + "/test", std::move(test), "", snap);
+  }
 
   const auto& th = svc.target_health;
   for (const auto& color : colors) {

@@ -80,6 +80,10 @@ constexpr const char* kEverything =
     "        address: 0.0.0.0:8443\n"
     "        tls: { cert: /etc/tls/fullchain.pem, key: /etc/tls/key.pem }\n"
     "        redirect_http: 0.0.0.0:8080\n"
+    "      test:\n"
+    "        address: 127.0.0.1:9443\n"
+    "        tls: { cert: /etc/tls/test.pem, key: /etc/tls/test-key.pem }\n"
+    "        redirect_http: 127.0.0.1:9080\n"
     "    load_balancing: least_outstanding_requests\n"
     "    target_health:\n"
     "      matcher: 200,302-304\n"
@@ -95,7 +99,7 @@ TEST(Routes, EveryProxyFeatureReachesTheSnapshot) {
   r.registered = {"green"};  // green being installed: health-checked, no production weight
   auto snap = build(*c, r, {task("b1", "blue", 30001), task("g1", "green", 30002)});
 
-  ASSERT_EQ(snap.listeners.size(), 2u);
+  ASSERT_EQ(snap.listeners.size(), 4u);
   const proxy::Listener& prod = snap.listeners[0];
   EXPECT_EQ(prod.name, "web/production");
   EXPECT_EQ(prod.address, "0.0.0.0:8443");
@@ -112,6 +116,19 @@ TEST(Routes, EveryProxyFeatureReachesTheSnapshot) {
   EXPECT_TRUE(prod_redirect.routes.empty());
   EXPECT_EQ(prod_redirect.tls_cert, "");
   EXPECT_EQ(prod_redirect.sticky_cookie, "");
+
+  const proxy::Listener& test = snap.listeners[2];
+  EXPECT_EQ(test.name, "web/test");
+  EXPECT_EQ(test.address, "127.0.0.1:9443");
+  EXPECT_EQ(test.tls_cert, "/etc/tls/test.pem");
+  EXPECT_EQ(test.tls_key, "/etc/tls/test-key.pem");
+  EXPECT_EQ(test.sticky_cookie, "");  // the test listener is never split
+  EXPECT_THAT(test.routes, ElementsAre(proxy::Route{"web-green", proxy::kWeightTotal}));
+
+  const proxy::Listener& test_redirect = snap.listeners[3];
+  EXPECT_EQ(test_redirect.name, "web/test-redirect");
+  EXPECT_EQ(test_redirect.address, "127.0.0.1:9080");
+  EXPECT_EQ(test_redirect.redirect_https_port, 9443);
 
   ASSERT_EQ(snap.target_groups.size(), 2u);
   for (const auto& g : snap.target_groups) {
@@ -141,6 +158,28 @@ TEST(Routes, PassiveDefaultsAndStickyCookieName) {
   for (const auto& g : snap.target_groups) {
     EXPECT_EQ(g.passive_ejection, proxy::kDefaultPassiveEjection);
   }
+}
+
+TEST(Routes, TestListenerFollowsTheHeaviestVersionWhenNothingIsBeingInstalled) {
+  auto c = parse("    listeners: { production: 127.0.0.1:8000, test: 127.0.0.1:8001 }\n");
+  Routing r;
+  r.weights = {{"blue", 9000}, {"green", 1000}};
+  auto snap = build(*c, r, {});
+  ASSERT_EQ(snap.listeners.size(), 2u);
+  EXPECT_EQ(snap.listeners[1].name, "web/test");
+  EXPECT_EQ(snap.listeners[1].address, "127.0.0.1:8001");
+  EXPECT_THAT(snap.listeners[1].routes, ElementsAre(proxy::Route{"web-blue", proxy::kWeightTotal}));
+
+  Routing first;  // first deployment: nothing live yet, green registered
+  first.registered = {"green"};
+  auto snap2 = build(*c, first, {});
+  EXPECT_TRUE(snap2.listeners[0].routes.empty());  // production answers 503 until green is live
+  EXPECT_THAT(snap2.listeners[1].routes,
+              ElementsAre(proxy::Route{"web-green", proxy::kWeightTotal}));
+
+  Routing none;
+  auto snap3 = build(*c, none, {});
+  EXPECT_TRUE(snap3.listeners[1].routes.empty());
 }
 
 }  // namespace
