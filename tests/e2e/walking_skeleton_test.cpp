@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <map>
 #include <regex>
 #include <thread>
 
@@ -200,6 +201,91 @@ TEST_F(WalkingSkeleton, CommitsDeployBadConfigIsRejectedRestartKeepsServing) {
   // The restarted controller still deploys: fix the config with v3.
   commit("hello v3", "sed -i 's/count: many/count: 2/' cutover.yaml && echo v3 > VERSION");
   ASSERT_TRUE(wait_for([&] { return serves("v3"); }, kDeployTimeout)) << serve_log();
+}
+
+// The proxy's features configured in cutover.yaml reach the real proxy through the controller:
+// a TLS listener (certificate made here by openssl) with its HTTP -> HTTPS redirect, a plain test
+// listener, and the target group settings in the snapshot the proxy persisted.
+TEST_F(WalkingSkeleton, ProxyFeaturesFromCutoverYaml) {
+  const fs::path cert = dir_.path() / "cert.pem";
+  const fs::path key = dir_.path() / "key.pem";
+  sh(dir_.path(),
+     "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout '" +
+         key.string() + "' -out '" + cert.string() +
+         "' -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 2 >/dev/null 2>&1");
+  const int redirect_port = free_port();
+  const int test_port = free_port();
+  std::string yaml = read_text(app_ / "cutover.yaml");
+  const std::string plain = "      production: 127.0.0.1:" + std::to_string(port_) + "\n";
+  ASSERT_NE(yaml.find(plain), std::string::npos) << yaml;
+  yaml.replace(yaml.find(plain), plain.size(),
+               "      production:\n"
+               "        address: 127.0.0.1:" +
+                   std::to_string(port_) +
+                   "\n"
+                   "        tls: { cert: " +
+                   cert.string() + ", key: " + key.string() +
+                   " }\n"
+                   "        redirect_http: 127.0.0.1:" +
+                   std::to_string(redirect_port) +
+                   "\n"
+                   "      test: 127.0.0.1:" +
+                   std::to_string(test_port) +
+                   "\n"
+                   "    load_balancing: least_outstanding_requests\n");
+  yaml = std::regex_replace(yaml, std::regex("      healthy_threshold: 2\n"),
+                            "      healthy_threshold: 2\n"
+                            "      passive: { consecutive_5xx: 4, ejection: 20s }\n");
+  yaml = std::regex_replace(yaml, std::regex("      drain_timeout: 5s\n"),
+                            "      drain_timeout: 5s\n"
+                            "      sticky: { cookie: hello_version }\n");
+  write_text(app_ / "cutover.yaml", yaml);
+  auto valid = run({CUTOVER_BIN, "validate", (app_ / "cutover.yaml").string()});
+  ASSERT_EQ(valid.exit_code, 0) << valid.err << yaml;
+  sh(app_, "git commit -q -am 'tls'");
+
+  start_serve();
+  const std::string https = "https://localhost:" + std::to_string(port_);
+  const std::string resolve = "localhost:" + std::to_string(port_) + ":127.0.0.1";
+  CommandResult r;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        r = run({"curl", "-sS", "--max-time", "5", "--cacert", cert.string(), "--resolve", resolve,
+                 https + "/"});
+        return r.exit_code == 0 && r.out.find("hello from v1 ") != std::string::npos;
+      },
+      kDeployTimeout))
+      << r.out << r.err << serve_log();
+
+  // The redirect listener: plain HTTP answered with 308 to the TLS listener, same host and target.
+  auto redirect = run({"curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w",
+                       "%{http_code} %{redirect_url}",
+                       "http://localhost:" + std::to_string(redirect_port) + "/a/b?c=1"});
+  EXPECT_EQ(redirect.out, "308 " + https + "/a/b?c=1") << redirect.err;
+  // The test listener is plain HTTP to the live version.
+  auto test = http_get(test_port, "/");
+  EXPECT_EQ(test.status, 200) << test.error;
+  EXPECT_NE(test.body.find("hello from v1 "), std::string::npos) << test.body;
+
+  // What the controller sent, as the proxy persisted it.
+  json snap = json::parse(read_text(state_ / "proxy" / "snapshot.json"), nullptr, false);
+  ASSERT_TRUE(snap.is_object());
+  std::map<std::string, json> listeners;
+  for (const auto& l : snap["listeners"]) listeners[l["name"]] = l;
+  ASSERT_EQ(listeners.size(), 3u) << snap.dump(2);
+  const json& prod = listeners["hello/production"];
+  EXPECT_EQ(prod["tls"]["cert"], cert.string());
+  EXPECT_EQ(prod["tls"]["key"], key.string());
+  EXPECT_EQ(prod["sticky"]["cookie"], "hello_version");
+  EXPECT_EQ(listeners["hello/production-redirect"]["redirect_https_port"], port_);
+  EXPECT_FALSE(listeners["hello/test"].contains("sticky"));
+  for (const auto& g : snap["target_groups"]) {
+    EXPECT_EQ(g["algorithm"], "least_outstanding_requests");
+    EXPECT_EQ(g["passive_ejection"]["consecutive_5xx"], 4);
+    EXPECT_EQ(g["passive_ejection"]["consecutive_connect_failures"], 3);
+    EXPECT_EQ(g["passive_ejection"]["ejection_ms"], 20000);
+    EXPECT_EQ(g["passive_ejection"]["max_ejection_percent"], 50);
+  }
 }
 
 }  // namespace
