@@ -39,6 +39,7 @@
 #include "core/log.hpp"
 #include "proxy/handoff.hpp"
 #include "proxy/internal.hpp"
+#include "proxy/series_recorder.hpp"
 #include "proxy/tls.hpp"
 
 namespace cutover::proxy {
@@ -137,7 +138,7 @@ void refuse_takeover(int fd, std::string_view why) {
 struct Proxy::Impl {
   explicit Impl(ProxyOptions options) {
     shared.options = std::move(options);
-    shared.clock = &core::RealClock::instance();
+    shared.clock = shared.options.clock ? shared.options.clock : &core::RealClock::instance();
     if (shared.options.workers < 1) shared.options.workers = 1;
   }
 
@@ -509,6 +510,72 @@ struct Proxy::Impl {
     }
   }
 
+  // ---- per-second datapoints (control thread; series_recorder.hpp) ----
+
+  SeriesRecorder series;
+  int64_t series_second = 0;  // the clock's whole second at the previous sample
+
+  static int64_t unix_second(core::WallTime t) {
+    const int64_t ms = core::to_unix_ms(t);
+    return ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+  }
+
+  // Samples right after each whole second of the clock: the counts recorded since the previous
+  // sample become the datapoint of the second that just ended. If the loop was late or the clock
+  // jumped ahead, that datapoint also holds the seconds skipped, which get none (nothing is
+  // lost); if the clock went back, sampling waits until it passes the last sampled second.
+  void sample_series() {
+    const int64_t second = unix_second(shared.clock->wall());
+    if (second <= series_second) return;
+    std::vector<std::string> groups;
+    std::vector<SeriesRecorder::Live> live;
+    {
+      std::lock_guard lock(mu);
+      for (const auto& g : snapshot->target_groups) groups.push_back(g.name);
+      for (const auto& [key, st] : stats) {
+        auto h = health.find(key.second);
+        live.push_back({key.first, key.second, h != health.end() ? h->second->address : "", st});
+      }
+    }
+    series.sample(second - 1, groups, live);
+    series_second = second;
+  }
+
+  asio::awaitable<void> series_loop() {
+    series_second = unix_second(shared.clock->wall());
+    asio::steady_timer timer(*control);
+    while (!shared.stopping.load()) {
+      // Until the next whole second, but at most 100 ms: a simulated clock (tests) moves without
+      // the timer knowing.
+      const int64_t ms = core::to_unix_ms(shared.clock->wall());
+      const int64_t to_next = 1000 - ((ms % 1000) + 1000) % 1000;
+      timer.expires_after(std::chrono::milliseconds(std::min<int64_t>(to_next, 100)));
+      auto [ec] = co_await timer.async_wait(kTok);
+      if (ec) co_return;
+      sample_series();
+    }
+  }
+
+  AdminResponse series_response(std::string_view query) {
+    auto q = parse_series_query(query);
+    if (!q.ok())
+      return json_error(http::status::bad_request, "GET /stats/series: " + q.error().message);
+    std::vector<std::string> groups;
+    uint64_t version = 0;
+    {
+      std::lock_guard lock(mu);
+      for (const auto& g : snapshot->target_groups) groups.push_back(g.name);
+      version = snapshot->version;
+    }
+    auto result = series.query(*q, version, groups);
+    if (!result.ok())
+      return json_error(result.error().kind == core::ErrorKind::NotFound
+                            ? http::status::not_found
+                            : http::status::bad_request,
+                        "GET /stats/series: " + result.error().message);
+    return {http::status::ok, to_json(*result)};
+  }
+
   // ---- admin API (control thread) ----
 
   json targets_json() {
@@ -696,6 +763,11 @@ struct Proxy::Impl {
     }
     if (target == "/targets") return {http::status::ok, targets_json().dump()};
     if (target == "/stats") return {http::status::ok, stats_json().dump()};
+    if (target == "/stats/series") {
+      std::string_view full = req.target();
+      auto q = full.find('?');
+      return series_response(q == std::string_view::npos ? std::string_view() : full.substr(q + 1));
+    }
     if (target == "/metrics") {
       prometheus = true;
       return {http::status::ok, metrics_text()};
@@ -1174,6 +1246,7 @@ struct Proxy::Impl {
     asio::co_spawn(*control, admin_loop(admin), asio::detached);
     asio::co_spawn(*control, handoff_loop(handoff), asio::detached);
     asio::co_spawn(*control, sweep_loop(), asio::detached);
+    asio::co_spawn(*control, series_loop(), asio::detached);
     control_thread = std::thread([this] {
       auto guard = asio::make_work_guard(*control);
       control->run();

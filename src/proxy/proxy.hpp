@@ -79,6 +79,10 @@
 
 #include "core/result.hpp"
 
+namespace cutover::core {
+class Clock;
+}
+
 namespace cutover::proxy {
 
 struct ProxyOptions {
@@ -109,6 +113,10 @@ struct ProxyOptions {
   // then calls stop(), which returns when the connections are done, at most shutdown_grace after
   // the handover.
   std::function<void()> on_handed_over;
+  // The clock of latencies, drain and ejection deadlines and the per-second datapoints; nullptr =
+  // the real clock. Tests pass a core::SimulatedClock (it must outlive the Proxy) to step the
+  // datapoints' seconds; timeouts of sockets always use the real steady clock.
+  core::Clock* clock = nullptr;
 };
 
 class Proxy {
