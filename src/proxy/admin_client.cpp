@@ -95,7 +95,9 @@ core::Result<std::string> AdminClient::request(std::string_view method, std::str
   auto j = nlohmann::json::parse(res.body(), nullptr, false);
   if (j.is_object() && j.contains("error") && j["error"].is_string())
     message = j["error"].get<std::string>();
-  return fail(fmt::format("{}: {}", status, message));
+  auto error = fail(fmt::format("{}: {}", status, message));
+  if (status == 404) error.kind = core::ErrorKind::NotFound;
+  return error;
 }
 
 core::Result<std::string> AdminClient::get(std::string_view path) {
@@ -148,6 +150,15 @@ core::Result<std::map<std::string, std::string>> AdminClient::target_health() {
     return core::Error(std::string("proxy admin GET /targets: unexpected answer: ") + e.what());
   }
   return out;
+}
+
+core::Result<StatsSeries> AdminClient::stats_series(const SeriesQuery& query) {
+  const std::string path = series_path(query);
+  auto body = get(path);
+  if (!body.ok()) return body.error();
+  auto parsed = parse_stats_series(*body);
+  if (!parsed.ok()) return parsed.error().wrap("proxy admin GET " + path);
+  return parsed;
 }
 
 }  // namespace cutover::proxy

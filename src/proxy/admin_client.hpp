@@ -1,6 +1,6 @@
 // AdminClient: the synchronous client of the proxy's admin API (a Unix socket, see proxy.hpp),
-// used by the controller to push route snapshots and read target health. One request per
-// connection; every call has a deadline.
+// used by the controller to push route snapshots, read target health and the per-second stats. One
+// request per connection; every call has a deadline.
 //
 // Thread-safety: an AdminClient holds no connection; its methods may be called from any thread.
 #pragma once
@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "core/result.hpp"
+#include "proxy/series.hpp"
 #include "proxy/snapshot.hpp"
 
 namespace cutover::proxy {
@@ -39,6 +40,10 @@ class AdminClient {
   core::Result<RouteSnapshot> get_snapshot();
   // target id -> "initial" | "healthy" | "unhealthy" | "draining", over all target groups.
   core::Result<std::map<std::string, std::string>> target_health();
+  // GET /stats/series: per-second datapoints per target group and target (see proxy.hpp), ready
+  // for alarm (alarm::Datapoint is core::Datapoint). An unknown group is an Error of kind
+  // NotFound, a bad query one of kind Invalid.
+  core::Result<StatsSeries> stats_series(const SeriesQuery& query = {});
 
  private:
   core::Result<std::string> request(std::string_view method, std::string_view path,
