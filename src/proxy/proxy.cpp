@@ -133,6 +133,20 @@ void refuse_takeover(int fd, std::string_view why) {
   ::close(fd);
 }
 
+// A Prometheus label value: backslash, double quote and newline escaped.
+std::string prometheus_label(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
 }  // namespace
 
 struct Proxy::Impl {
@@ -645,50 +659,80 @@ struct Proxy::Impl {
            {"latency_ms",
             {{"buckets", buckets},
              {"sum", st->latency_sum_ms.load()},
-             {"count", st->latency_count.load()}}}});
+             // The buckets' total, not latency_count: equal to +Inf even while requests count.
+             {"count", cumulative}}}});
     }
     json out = json::array();
     for (auto& [name, targets] : groups) out.push_back({{"name", name}, {"targets", targets}});
     return json{{"version", snapshot->version}, {"target_groups", out}};
   }
 
+  // Prometheus text exposition (version 0.0.4). Counters are cumulative since the proxy started
+  // (a target that leaves and comes back starts again from zero: a counter reset). The
+  // cutover_proxy_target_group_* families are the per-second samples summed since the start, so
+  // they never go back when a target leaves, and lag up to a second behind the target families.
+  // In every histogram the buckets are cumulative and +Inf equals _count.
   std::string metrics_text() {
-    json s = stats_json();
     json t = targets_json();
+    struct Row {
+      std::string labels;
+      SeriesRecorder::Counts counts;
+    };
+    std::vector<Row> targets;
+    uint64_t version = 0;
+    {
+      std::lock_guard lock(mu);
+      version = snapshot->version;
+      for (const auto& [key, st] : stats)
+        targets.push_back({fmt::format("target_group=\"{}\",target=\"{}\"",
+                                       prometheus_label(key.first), prometheus_label(key.second)),
+                           SeriesRecorder::Counts::read(*st)});
+    }
+    std::vector<Row> groups;
+    for (const auto& [name, counts] : series.group_totals())
+      groups.push_back({fmt::format("target_group=\"{}\"", prometheus_label(name)), counts});
+
     std::string out;
     out += "# HELP cutover_proxy_snapshot_version Version of the applied route snapshot.\n";
     out += "# TYPE cutover_proxy_snapshot_version gauge\n";
-    out += fmt::format("cutover_proxy_snapshot_version {}\n", s["version"].get<uint64_t>());
-    out += "# HELP cutover_proxy_requests_total Responses by target and status class.\n";
-    out += "# TYPE cutover_proxy_requests_total counter\n";
-    std::string errors =
-        "# HELP cutover_proxy_upstream_errors_total Failed connects, resets and timeouts.\n"
-        "# TYPE cutover_proxy_upstream_errors_total counter\n";
-    std::string latency =
-        "# HELP cutover_proxy_target_latency_ms Time to the target's response header.\n"
-        "# TYPE cutover_proxy_target_latency_ms histogram\n";
-    for (const auto& g : s["target_groups"]) {
-      std::string group = g["name"].get<std::string>();
-      for (const auto& tg : g["targets"]) {
-        std::string labels =
-            fmt::format("target_group=\"{}\",target=\"{}\"", group, tg["id"].get<std::string>());
-        for (const char* cls : {"2xx", "3xx", "4xx", "5xx"})
-          out += fmt::format("cutover_proxy_requests_total{{{},code=\"{}\"}} {}\n", labels, cls,
-                             tg["requests"][cls].get<uint64_t>());
-        errors += fmt::format("cutover_proxy_upstream_errors_total{{{}}} {}\n", labels,
-                              tg["upstream_errors"].get<uint64_t>());
-        for (const auto& b : tg["latency_ms"]["buckets"]) {
-          std::string le = b["le"].is_string() ? b["le"].get<std::string>() : b["le"].dump();
-          latency += fmt::format("cutover_proxy_target_latency_ms_bucket{{{},le=\"{}\"}} {}\n",
-                                 labels, le, b["count"].get<uint64_t>());
+    out += fmt::format("cutover_proxy_snapshot_version {}\n", version);
+    // requests_total, upstream_errors_total and the latency histogram of targets or groups.
+    auto families = [&out](const std::vector<Row>& rows, std::string_view prefix,
+                           std::string_view latency, std::string_view scope) {
+      out += fmt::format("# HELP {}requests_total Responses of the {} by status class.\n", prefix,
+                         scope);
+      out += fmt::format("# TYPE {}requests_total counter\n", prefix);
+      for (const auto& r : rows)
+        for (size_t i = 0; i < 4; ++i)
+          out += fmt::format("{}requests_total{{{},code=\"{}xx\"}} {}\n", prefix, r.labels, i + 2,
+                             r.counts.by_class[i]);
+      out += fmt::format(
+          "# HELP {}upstream_errors_total Failed connects, resets, timeouts and invalid "
+          "responses of the {}.\n",
+          prefix, scope);
+      out += fmt::format("# TYPE {}upstream_errors_total counter\n", prefix);
+      for (const auto& r : rows)
+        out += fmt::format("{}upstream_errors_total{{{}}} {}\n", prefix, r.labels,
+                           r.counts.upstream_errors);
+      out += fmt::format("# HELP {} Time to the response header of the {}, in milliseconds.\n",
+                         latency, scope);
+      out += fmt::format("# TYPE {} histogram\n", latency);
+      for (const auto& r : rows) {
+        uint64_t cumulative = 0;
+        for (size_t i = 0; i < r.counts.latency.size(); ++i) {
+          cumulative += r.counts.latency[i];
+          std::string le =
+              i < kLatencyBucketsMs.size() ? std::to_string(kLatencyBucketsMs[i]) : "+Inf";
+          out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", latency, r.labels, le, cumulative);
         }
-        latency += fmt::format("cutover_proxy_target_latency_ms_sum{{{}}} {}\n", labels,
-                               tg["latency_ms"]["sum"].get<uint64_t>());
-        latency += fmt::format("cutover_proxy_target_latency_ms_count{{{}}} {}\n", labels,
-                               tg["latency_ms"]["count"].get<uint64_t>());
+        out += fmt::format("{}_sum{{{}}} {}\n", latency, r.labels, r.counts.latency_sum_ms);
+        out += fmt::format("{}_count{{{}}} {}\n", latency, r.labels, cumulative);
       }
-    }
-    out += errors + latency;
+    };
+    families(targets, "cutover_proxy_", "cutover_proxy_target_latency_ms", "target");
+    families(groups, "cutover_proxy_target_group_", "cutover_proxy_target_group_latency_ms",
+             "target group (all its targets)");
+
     out += "# HELP cutover_proxy_target_healthy 1 if the target passes its health checks.\n";
     out += "# TYPE cutover_proxy_target_healthy gauge\n";
     std::string ejected =
@@ -700,7 +744,8 @@ struct Proxy::Impl {
     for (const auto& g : t["target_groups"])
       for (const auto& tg : g["targets"]) {
         std::string labels = fmt::format("target_group=\"{}\",target=\"{}\"",
-                                         g["name"].get<std::string>(), tg["id"].get<std::string>());
+                                         prometheus_label(g["name"].get<std::string>()),
+                                         prometheus_label(tg["id"].get<std::string>()));
         out += fmt::format("cutover_proxy_target_healthy{{{}}} {}\n", labels,
                            tg["state"] == "healthy" ? 1 : 0);
         ejected += fmt::format("cutover_proxy_target_ejected{{{}}} {}\n", labels,

@@ -16,7 +16,7 @@ SeriesRecorder::Counts SeriesRecorder::Counts::read(const TargetStats& s) {
   for (size_t i = 0; i < c.latency.size(); ++i)
     c.latency[i] = s.latency[i].load(std::memory_order_relaxed);
   c.latency_sum_ms = s.latency_sum_ms.load(std::memory_order_relaxed);
-  c.latency_count = s.latency_count.load(std::memory_order_relaxed);
+  for (uint64_t n : c.latency) c.latency_count += n;
   return c;
 }
 
@@ -87,7 +87,10 @@ void SeriesRecorder::sample(int64_t second, const std::vector<std::string>& grou
     it = last_read ? tracked_.erase(it) : std::next(it);
   }
 
-  for (auto& [name, p] : group_points) push(groups_[name].points, std::move(p));
+  for (auto& [name, p] : group_points) {
+    totals_[name].add(p.counts);
+    push(groups_[name].points, std::move(p));
+  }
   for (auto& [key, ap] : target_points) {
     auto& ring = groups_[key.first].targets[key.second];
     ring.address = ap.first;
@@ -101,7 +104,12 @@ void SeriesRecorder::sample(int64_t second, const std::vector<std::string>& grou
       return kv.second.points.empty() || kv.second.points.back().time <= oldest;
     });
     const bool stale = g->second.points.empty() || g->second.points.back().time <= oldest;
-    g = stale && g->second.targets.empty() ? groups_.erase(g) : std::next(g);
+    if (stale && g->second.targets.empty()) {
+      totals_.erase(g->first);
+      g = groups_.erase(g);
+    } else {
+      ++g;
+    }
   }
 }
 

@@ -73,10 +73,16 @@ class SeriesRecorder {
     uint64_t latency_sum_ms = 0;
     uint64_t latency_count = 0;
 
+    // latency_count is the sum of the buckets (not the separate atomic, which a concurrent
+    // request may not have reached yet), so that +Inf == count always holds.
     static Counts read(const TargetStats& s);
     Counts minus(const Counts& earlier) const;
     void add(const Counts& other);
   };
+
+  // What each group counted since the recorder started, as of the last sample: monotonic even
+  // when targets leave (/metrics exposes them as the group's counters).
+  const std::map<std::string, Counts>& group_totals() const { return totals_; }
 
  private:
   struct Point {
@@ -104,6 +110,7 @@ class SeriesRecorder {
 
   std::map<const TargetStats*, Tracked> tracked_;
   std::map<std::string, GroupRing> groups_;  // by group name
+  std::map<std::string, Counts> totals_;     // by group name, while its ring exists
   std::optional<int64_t> last_;
 };
 
