@@ -395,12 +395,18 @@ struct Proxy::Impl {
                                        .count());
         draining.push_back(h);
       }
-      // Stats of targets no longer in any group go away.
+      // Stats of targets no longer in any group go away; the series keeps sampling them while
+      // requests on them finish.
       for (auto it = stats.begin(); it != stats.end();) {
         const auto* g = next.find_group(it->first.first);
         bool present = false;
         if (g)
           for (const auto& t : g->targets) present = present || t.id == it->first.second;
+        if (!present) {
+          auto h = health.find(it->first.second);
+          series.retire({it->first.first, it->first.second,
+                         h != health.end() ? h->second->address : "", it->second});
+        }
         it = present ? std::next(it) : stats.erase(it);
       }
       health = std::move(next_health);

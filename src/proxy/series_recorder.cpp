@@ -113,6 +113,13 @@ void SeriesRecorder::sample(int64_t second, const std::vector<std::string>& grou
   }
 }
 
+void SeriesRecorder::retire(Live removed) {
+  auto [it, added] = tracked_.try_emplace(removed.stats.get());
+  if (added)
+    it->second = Tracked{std::move(removed.group), std::move(removed.target),
+                         std::move(removed.address), std::move(removed.stats), Counts{}};
+}
+
 core::Datapoint SeriesRecorder::to_datapoint(const Point& p) {
   core::Datapoint d;
   d.time = p.time;

@@ -57,6 +57,11 @@ class SeriesRecorder {
   void sample(int64_t second, const std::vector<std::string>& groups,
               const std::vector<Live>& live);
 
+  // A (group, target) leaving the snapshot between two samples: its counts since the previous
+  // sample (all of them if it was never sampled) go into the next datapoints, and so does what
+  // its requests still in flight count.
+  void retire(Live removed);
+
   // The datapoints of `since` and later, of one group or of all. `groups` are the current
   // snapshot's: they are listed even before their first datapoint. A group in neither is an
   // Error of kind NotFound.
