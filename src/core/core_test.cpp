@@ -7,6 +7,7 @@
 #include "core/fs.hpp"
 #include "core/id.hpp"
 #include "core/result.hpp"
+#include "core/stats.hpp"
 
 using namespace cutover::core;
 using namespace std::chrono_literals;
@@ -89,4 +90,45 @@ TEST(Fs, AtomicWriteReplacesContent) {
             std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   EXPECT_FALSE(read_file(dir / "missing").ok());
   std::filesystem::remove_all(dir);
+}
+
+TEST(LatencyHistogram, QuantilesInterpolateInsideTheBucket) {
+  LatencyHistogram h{{10, 20, 40}, {0, 0, 0, 0}, 0, 0};
+  EXPECT_FALSE(h.quantile(0.5).has_value()) << "no values";
+  h.counts = {10, 0, 10, 0};  // 10 in (0, 10], 10 in (20, 40]
+  h.count = 20;
+  EXPECT_DOUBLE_EQ(h.quantile(0.25).value(), 5.0);   // rank 5 of the first 10
+  EXPECT_DOUBLE_EQ(h.quantile(0.5).value(), 10.0);   // rank 10: the top of the first bucket
+  EXPECT_DOUBLE_EQ(h.quantile(0.75).value(), 30.0);  // rank 15: half way through (20, 40]
+  EXPECT_DOUBLE_EQ(h.quantile(1.0).value(), 40.0);
+  EXPECT_FALSE(h.quantile(0).has_value());
+  EXPECT_FALSE(h.quantile(1.5).has_value());
+  h.counts = {0, 0, 0, 3};  // only above the last bound
+  h.count = 3;
+  EXPECT_DOUBLE_EQ(h.quantile(0.5).value(), 40.0) << "+Inf answers the last finite bound";
+}
+
+TEST(LatencyHistogram, DatapointsAddUpOnlyWithTheSameBuckets) {
+  Datapoint a;
+  a.requests_2xx = 3;
+  a.latency = LatencyHistogram{{10, 20}, {1, 1, 0}, 25, 2};
+  Datapoint b;
+  b.requests_5xx = 1;
+  b.upstream_errors = 1;
+  b.latency = LatencyHistogram{{10, 20}, {0, 0, 2}, 90, 2};
+  Datapoint sum;
+  ASSERT_TRUE(sum.add(a).ok());
+  ASSERT_TRUE(sum.add(b).ok());
+  EXPECT_EQ(sum.requests(), 4u);
+  EXPECT_EQ(sum.upstream_errors, 1u);
+  EXPECT_EQ(sum.latency.counts, (std::vector<uint64_t>{1, 1, 2}));
+  EXPECT_EQ(sum.latency.count, 4u);
+  EXPECT_EQ(sum.latency.sum_ms, 115u);
+  EXPECT_DOUBLE_EQ(sum.p50_ms().value(), 20.0);
+  Datapoint other;
+  other.latency = LatencyHistogram{{5}, {1, 0}, 1, 1};
+  auto r = sum.add(other);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("different buckets"), std::string::npos);
+  EXPECT_EQ(sum.requests(), 4u) << "unchanged on error";
 }
