@@ -21,7 +21,43 @@
 //                   "requests":{"2xx","3xx","4xx","5xx"},"upstream_errors","in_flight",
 //                   "latency_ms":{"buckets":[{"le":5,"count":n},..,{"le":"+Inf",..}],
 //                   "sum","count"}}]}]}      counters are cumulative (cumulative histogram)
-//   GET /metrics    the same as Prometheus text
+//   GET /stats/series[?since=<unix seconds>][&group=<name, percent-encoded>]
+//                   per-second datapoints (series.hpp, series_recorder.hpp), oldest first:
+//                   {"version":N,"resolution_s":1,"capacity":300,
+//                    "last":1700000041|null,            newest sampled second; final up to it
+//                    "latency_buckets_ms":[1,2,5,10,25,50,100,250,500,1000,2500,5000,10000],
+//                    "target_groups":[{"name":"web-green","datapoints":[D,..],
+//                      "targets":[{"id":"task-1","address":"127.0.0.1:41234",
+//                                  "datapoints":[D,..]}]}]}
+//                   D = {"time":1700000041,                  Unix seconds: [time, time+1)
+//                        "requests":{"2xx":n,"3xx":n,"4xx":n,"5xx":n},
+//                        "upstream_errors":n,
+//                        "latency_ms":{"buckets":[n,..],     per bucket, NOT cumulative: one per
+//                                                            bound and a last one for +Inf
+//                                      "sum":ms,"count":n,   count = sum of buckets
+//                                      "p50":ms|null,"p90":ms|null,"p99":ms|null}}
+//                   A group's datapoint sums its targets', including targets that left the group
+//                   in that second or are still draining. Every group of the snapshot gets a
+//                   datapoint every second (zeros without traffic); a group or target that left
+//                   stays listed until its datapoints are older than `capacity` seconds.
+//                   since: datapoints with time >= since. group: one group (also one that left).
+//                   400 {"error":"GET /stats/series: since: expected Unix seconds ..."} for an
+//                   unknown, repeated or malformed parameter; 404 for an unknown group.
+//                   Percentiles interpolate linearly inside the histogram bucket that holds the
+//                   rank (Prometheus histogram_quantile; core/stats.hpp); a rank in +Inf gives
+//                   10000; null without responses.
+//                   Sampling: on the control thread right after each whole second of the clock
+//                   (ProxyOptions::clock), the counts gained since the previous sample become the
+//                   datapoint of the second that ended. A late sample (a stalled control thread,
+//                   a clock jumping ahead) puts the skipped seconds' counts in its datapoint and
+//                   leaves them without one; nothing is lost or counted twice. A request counts
+//                   when its response header arrives or its exchange with the target fails.
+//   GET /metrics    Prometheus text: the counters of /stats per target
+//                   (cutover_proxy_requests_total{target_group,target,code="2xx"},
+//                   cutover_proxy_upstream_errors_total, cutover_proxy_target_latency_ms
+//                   histogram), the same per group from the per-second samples
+//                   (cutover_proxy_target_group_*; monotonic when targets leave, up to 1 s
+//                   behind), health, ejection and the snapshot version
 //
 // Health state per target (kept per target id across snapshots; DESIGN.md §3.1: traffic only in
 // state healthy):
