@@ -108,7 +108,8 @@ struct AdminResponse {
 };
 
 AdminResponse json_error(http::status status, std::string_view message) {
-  return {status, json{{"error", message}}.dump()};
+  // Messages may quote bytes a client sent (a percent-decoded group name): never throw on them.
+  return {status, json{{"error", message}}.dump(-1, ' ', false, json::error_handler_t::replace)};
 }
 
 // With net.ipv4.tcp_migrate_req = 1 the kernel moves the connections queued on a closed

@@ -167,7 +167,7 @@ std::string to_json(const StatsSeries& series) {
               {"last", series.last ? json(*series.last) : json(nullptr)},
               {"latency_buckets_ms", series.latency_buckets_ms},
               {"target_groups", groups}}
-      .dump();
+      .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 core::Result<StatsSeries> parse_stats_series(std::string_view text) {

@@ -452,6 +452,9 @@ TEST_F(StatsSeriesTest, QueryFiltersAndBadQueries) {
   EXPECT_EQ(missing.error().kind, core::ErrorKind::NotFound);
   EXPECT_NE(missing.error().message.find("404"), std::string::npos) << missing.error().message;
 
+  auto not_utf8 = admin().get("/stats/series?group=%FF%FE");
+  ASSERT_FALSE(not_utf8.ok());
+  EXPECT_NE(not_utf8.error().message.find("404"), std::string::npos) << not_utf8.error().message;
   for (const char* bad :
        {"/stats/series?since=yesterday", "/stats/series?since=-1",
         "/stats/series?group=", "/stats/series?bogus=1", "/stats/series?group=%G1"}) {
