@@ -80,6 +80,7 @@ core::Result<std::string> AdminClient::request(std::string_view method, std::str
       return fail(fmt::format("recv: {}", std::strerror(errno)));
     }
   }
+  if (in.empty()) return fail("the proxy closed the connection without answering");
   http::response_parser<http::string_body> parser;
   parser.eager(true);
   parser.body_limit(kMaxResponseBytes);
