@@ -149,9 +149,10 @@ struct ProxyOptions {
   // then calls stop(), which returns when the connections are done, at most shutdown_grace after
   // the handover.
   std::function<void()> on_handed_over;
-  // The clock of latencies, drain and ejection deadlines and the per-second datapoints; nullptr =
-  // the real clock. Tests pass a core::SimulatedClock (it must outlive the Proxy) to step the
-  // datapoints' seconds; timeouts of sockets always use the real steady clock.
+  // The clock of latencies, drain and ejection deadlines, the shutdown grace and the per-second
+  // datapoints; nullptr = the real clock. Tests pass a core::SimulatedClock (it must outlive the
+  // Proxy) to step the datapoints' seconds. Socket timeouts always use the real monotonic clock,
+  // so with a simulated clock stop() still ends: when the workers have closed every connection.
   core::Clock* clock = nullptr;
 };
 
