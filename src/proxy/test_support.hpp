@@ -85,10 +85,15 @@ class Backend {
       std::lock_guard lock(mu_);
       for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
     }
+    killed = true;
     for (auto& t : threads_) t.join();
   }
 
   std::atomic<bool> healthy{true};
+  // Set by stop() once the listener is closed and every connection is shut down, before it
+  // joins the connection threads: a handler that waits for it never gets its answer out, as in
+  // a target killed in the middle of a request.
+  std::atomic<bool> killed{false};
   std::atomic<int> requests{0};       // other than /health
   std::atomic<int> health_checks{0};  // answered /health
   std::atomic<int> ok_in_a_row{0};    // consecutive 200 answers to /health
