@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -170,6 +171,7 @@ struct Proxy::Impl {
   std::map<std::string, std::shared_ptr<TargetHealth>> health;  // target id -> health
   std::map<std::pair<std::string, std::string>, std::shared_ptr<TargetStats>> stats;
   std::vector<std::shared_ptr<TargetHealth>> draining;
+  std::vector<std::shared_ptr<TargetHealth>> leaving;  // apply(): drain once workers switched
   // TLS contexts by (cert, key) file, reused while neither file changes (snapshots can arrive
   // 100 times a second; certificates rarely change). Control thread only.
   struct CachedTls {
@@ -385,9 +387,13 @@ struct Proxy::Impl {
       }
       // Targets that left the snapshot drain.
       auto now = shared.clock->now();
+      leaving.clear();
       for (auto& [id, h] : health) {
         if (next_health.count(id) && next_health[id] == h) continue;
-        h->state.store(HealthState::Draining);
+        // Marked draining only once every worker has the new table (below): a worker still on
+        // the old table may route to it meanwhile, and must not find its group empty
+        // (DESIGN.md §3.2: a request sees one snapshot).
+        leaving.push_back(h);
         h->stopped = true;
         const auto* g = old->find_group(h->group);
         h->drain_deadline = now + std::chrono::milliseconds(g ? g->drain_timeout_ms : 0);
@@ -432,6 +438,8 @@ struct Proxy::Impl {
                  });
     }
     done.wait();
+    for (auto& h : leaving) h->state.store(HealthState::Draining);
+    leaving.clear();
     inherited.clear();
     for (const auto& a : removed_addresses) listener_fds.erase(a);
     for (const auto& [address, fds] : bound) listener_fds[address] = fds;
@@ -1406,6 +1414,16 @@ int run_proxy(const ProxyOptions& options) {
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  // Every client connection costs a descriptor (two when proxied): take the hard limit, as
+  // nginx (worker_rlimit_nofile) and HAProxy do, instead of the usual soft 1024.
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    rlim_t before = nofile.rlim_cur;
+    nofile.rlim_cur = nofile.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &nofile) == 0)
+      core::logger()->info("[proxy] open files limit raised from {} to {}", before,
+                           nofile.rlim_max);
+  }
   core::UniqueFd signals(::signalfd(-1, &set, SFD_CLOEXEC));
   core::UniqueFd handed_over(::eventfd(0, EFD_CLOEXEC));
   if (signals.get() < 0 || handed_over.get() < 0) {

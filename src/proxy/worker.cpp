@@ -40,7 +40,7 @@ using Task = Worker::Task<T>;
 namespace {
 
 constexpr auto kTok = asio::as_tuple(asio::use_awaitable_t<Executor>{});
-constexpr size_t kClientBufferBytes = 4096;     // grows up to max_header_bytes / kBodyChunk
+constexpr size_t kClientBufferBytes = 2048;     // grows up to max_header_bytes / kBodyChunk
 constexpr size_t kUpstreamBufferBytes = 32768;  // per request in flight, from a free list
 constexpr size_t kBodyChunkBytes = 32768;
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
@@ -504,11 +504,13 @@ Task<void> Worker::serve(Socket socket, std::string address,
     // Route with one table for the whole request.
     std::shared_ptr<const RouteTable> table = table_;
     size_t listener = 0;
+    bool listener_known = false;  // false: the listener left the snapshot after this accept
     bool routed = false;
     if (table) {
       auto lit = table->listener_by_address.find(address);
       if (lit != table->listener_by_address.end()) {
         listener = lit->second;
+        listener_known = true;
         routed = table->listeners[listener].total_weight > 0;
       }
     }
@@ -538,7 +540,8 @@ Task<void> Worker::serve(Socket socket, std::string address,
         again = co_await answer(c, 308, "use https", keep, location);
       } else if (!routed) {
         // The head is consumed; a body is not read, so the connection cannot continue.
-        bool keep = c.req.framing == http1::Framing::None && c.req.keep_alive && !shutting_down_;
+        bool keep = c.req.framing == http1::Framing::None && c.req.keep_alive && !shutting_down_ &&
+                    listener_known;
         c.in.consume(parsed.head_bytes);
         again = co_await answer(c, 503, "no route for this listener", keep);
       } else {
@@ -575,10 +578,12 @@ Task<void> Worker::serve(Socket socket, std::string address,
     c.total_deadline = kNever;
     arm(c, std::chrono::seconds(2));
     c.timed_out = false;
-    std::array<char, 4096> sink;
+    // The connection's own buffer is the sink (no second buffer in every coroutine frame).
+    c.in.begin = c.in.end = 0;
+    auto sink = c.in.prepare(kClientBufferBytes, kClientBufferBytes);
     size_t drained = 0;
     while (drained < (1u << 20)) {
-      auto [dec, dn] = co_await c.client.async_read_some(asio::buffer(sink), kTok);
+      auto [dec, dn] = co_await c.client.async_read_some(sink, kTok);
       if (dec) break;
       drained += dn;
     }
