@@ -175,7 +175,8 @@ class Worker {
 
  private:
   Task<void> accept_loop(std::shared_ptr<Acceptor> acceptor, std::string address);
-  Task<void> serve(Socket socket, std::string address, std::shared_ptr<asio::ssl::context> tls);
+  Task<void> serve(Socket socket, std::string address, std::shared_ptr<asio::ssl::context> tls,
+                   tcp::endpoint peer);
   Task<void> sweep_loop();
   // Proxies one request whose head is parsed; returns whether the client connection may carry
   // another request.

@@ -10,6 +10,7 @@
 // coroutine then sees operation_aborted with `timed_out` set).
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -160,6 +161,20 @@ struct Worker::Conn {
   std::string out;  // rewritten heads, reused
   std::string client_ip;
   std::string local_address;  // "127.0.0.1:8000": Host for HTTP/1.0 requests without one
+  // The listener's address as the client reached it, looked up on first use (a syscall most
+  // connections never need).
+  const std::string& local_addr() {
+    if (local_address.empty()) {
+      boost::system::error_code ec;
+      auto local = client.local_endpoint(ec);
+      if (!ec) {
+        local_address = local.address().is_v6() ? "[" + local.address().to_string() + "]"
+                                                : local.address().to_string();
+        local_address += ':' + std::to_string(local.port());
+      }
+    }
+    return local_address;
+  }
   std::string request_id;
   http1::RequestHead req;
   http1::ResponseHead res;
@@ -167,6 +182,9 @@ struct Worker::Conn {
   int64_t total_deadline = kNever;  // the request's total_timeout
   bool timed_out = false;
   bool idle = true;  // between requests
+  // The last request was read to its end and answered in full (not an error close): closing
+  // cannot reset a response the client has not read.
+  bool exchange_complete = false;
   const TargetHealth* tunnel_target = nullptr;
   std::list<Conn*>::iterator self;
   // TLS listeners: the session over `client` (null on plain HTTP listeners).
@@ -326,7 +344,9 @@ Task<void> Worker::sweep_loop() {
 
 Task<void> Worker::accept_loop(std::shared_ptr<Acceptor> acceptor, std::string address) {
   for (;;) {
-    auto [ec, socket] = co_await acceptor->async_accept(kTok);
+    Socket socket(ioc_.get_executor());
+    tcp::endpoint peer;  // from accept4 itself: no getpeername per connection
+    auto [ec] = co_await acceptor->async_accept(socket, peer, kTok);
     if (!ec) {
       // Served even if the acceptor closed meanwhile (a completion posted before the close):
       // the client is connected and expects an answer.
@@ -336,7 +356,7 @@ Task<void> Worker::accept_loop(std::shared_ptr<Acceptor> acceptor, std::string a
         auto it = table_->listener_by_address.find(address);
         if (it != table_->listener_by_address.end()) tls = table_->listeners[it->second].tls;
       }
-      asio::co_spawn(ioc_, serve(std::move(socket), address, std::move(tls)), asio::detached);
+      asio::co_spawn(ioc_, serve(std::move(socket), address, std::move(tls), peer), asio::detached);
       if (!acceptor->is_open()) co_return;
       continue;
     }
@@ -422,21 +442,11 @@ Task<bool> Worker::answer(Conn& c, int status, std::string_view detail, bool kee
 }
 
 Task<void> Worker::serve(Socket socket, std::string address,
-                         std::shared_ptr<asio::ssl::context> tls) {
+                         std::shared_ptr<asio::ssl::context> tls, tcp::endpoint peer) {
   const auto& opt = shared_.options;
   auto conn = std::make_unique<Conn>(std::move(socket));
   Conn& c = *conn;
-  {
-    boost::system::error_code ec;
-    auto remote = c.client.remote_endpoint(ec);
-    c.client_ip = ec ? std::string("unknown") : remote.address().to_string();
-    auto local = c.client.local_endpoint(ec);
-    if (!ec) {
-      c.local_address = local.address().is_v6() ? "[" + local.address().to_string() + "]"
-                                                : local.address().to_string();
-      c.local_address += ':' + std::to_string(local.port());
-    }
-  }
+  c.client_ip = peer.address().to_string();
   c.in.prepare(kClientBufferBytes, kClientBufferBytes);
   c.self = conns_.insert(conns_.end(), &c);
   CountGuard open(shared_.open_connections);
@@ -459,6 +469,7 @@ Task<void> Worker::serve(Socket socket, std::string address,
     // Idle until the first byte of a request, then header_timeout for the whole head
     // (slowloris: a head sent one byte at a time still times out).
     c.idle = true;
+    c.exchange_complete = false;
     c.total_deadline = kNever;
     if (c.in.size() == 0) {
       arm(c, first ? opt.header_timeout : opt.idle_timeout);
@@ -525,7 +536,7 @@ Task<void> Worker::serve(Socket socket, std::string address,
       }
       if (redirect_port > 0) {
         // HTTP -> HTTPS: same host (without its port) and target.
-        std::string_view host = c.req.host.empty() ? std::string_view(c.local_address) : c.req.host;
+        std::string_view host = c.req.host.empty() ? std::string_view(c.local_addr()) : c.req.host;
         if (!host.empty() && host.front() == '[') {
           host = host.substr(0, host.find(']') + 1);
         } else if (auto colon = host.rfind(':'); colon != std::string_view::npos) {
@@ -569,6 +580,14 @@ Task<void> Worker::serve(Socket socket, std::string address,
     arm(c, std::chrono::seconds(1));
     auto [sec] = co_await c.tls->async_shutdown(kTok);
     conns_.erase(c.self);
+    c.client.close(ec);
+    co_return;
+  }
+  // Nothing unread (the usual case, e.g. after Connection: close): no reset can happen, so the
+  // socket closes at once without the shutdown and drain round trip.
+  int unread = 0;
+  if (c.exchange_complete && c.in.size() == 0 &&
+      ::ioctl(c.client.native_handle(), FIONREAD, &unread) == 0 && unread == 0) {
     c.client.close(ec);
     co_return;
   }
@@ -632,7 +651,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
   c.request_id.clear();
   next_request_id(c.request_id);
   c.out.clear();
-  http1::RequestRewrite rw{c.client_ip, c.tls ? "https" : "http", c.request_id, c.local_address};
+  http1::RequestRewrite rw{c.client_ip, c.tls ? "https" : "http", c.request_id, c.local_addr()};
   http1::write_request_head(req, rw, c.out);
   const size_t head_size = c.out.size();
   const bool idempotent = req.idempotent();
@@ -886,6 +905,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
     if (failed) co_return false;
     if (upstream_keep_alive && !until_close && extra == 0 && rframer.done())
       give_back(*target, std::move(up));
+    c.exchange_complete = body_done;
     co_return keep;
   }
 }
