@@ -873,32 +873,29 @@ struct Proxy::Impl {
     stream.socket().shutdown(local::socket::shutdown_send, ignored);
   }
 
-  asio::awaitable<void> admin_loop(std::shared_ptr<local::acceptor> acceptor) {
+  // The next connection on one of the proxy's Unix sockets; nullopt once it is closed. Other
+  // accept errors (EMFILE, ...) back off briefly instead of spinning.
+  asio::awaitable<std::optional<local::socket>> accept_local(local::acceptor& acceptor) {
     for (;;) {
-      auto [ec, socket] = co_await acceptor->async_accept(kTok);
-      if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
-      if (ec) {
-        asio::steady_timer t(*control, std::chrono::milliseconds(50));
-        co_await t.async_wait(kTok);
-        continue;
-      }
-      asio::co_spawn(*control, admin_session(std::move(socket)), asio::detached);
+      auto [ec, socket] = co_await acceptor.async_accept(kTok);
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return std::nullopt;
+      if (!ec) co_return std::move(socket);
+      asio::steady_timer t(*control, std::chrono::milliseconds(50));
+      co_await t.async_wait(kTok);
     }
+  }
+
+  asio::awaitable<void> admin_loop(std::shared_ptr<local::acceptor> acceptor) {
+    while (auto socket = co_await accept_local(*acceptor))
+      asio::co_spawn(*control, admin_session(std::move(*socket)), asio::detached);
   }
 
   // ---- socket handoff, old process's side (handoff.hpp) ----
 
   asio::awaitable<void> handoff_loop(std::shared_ptr<local::acceptor> acceptor) {
-    for (;;) {
-      auto [ec, socket] = co_await acceptor->async_accept(kTok);
-      if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
-      if (ec) {
-        asio::steady_timer t(*control, std::chrono::milliseconds(50));
-        co_await t.async_wait(kTok);
-        continue;
-      }
+    while (auto socket = co_await accept_local(*acceptor)) {
       boost::system::error_code rec;
-      const int fd = socket.release(rec);
+      const int fd = socket->release(rec);
       if (rec) continue;
       if (handoff_state == HandoffState::Offered) {
         refuse_takeover(fd, fmt::format("pid {} is already taking over the proxy (pid {})",

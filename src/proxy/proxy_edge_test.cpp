@@ -513,18 +513,6 @@ TestCert make_cert(const std::filesystem::path& dir) {
   return t;
 }
 
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 TEST_F(ProxyEdgeTest, TlsTerminationForwardsPlainHttpWithProtoHttps) {
   Backend a("task-a");
   auto cert = make_cert(dir_);

@@ -1,5 +1,7 @@
 #include "harness.hpp"
 
+#include "proxy/test_support.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -188,16 +190,24 @@ bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds timeo
   }
 }
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+int free_port() { return cutover::proxy::test_support::free_port(); }
+
+std::string one_target_snapshot_json(std::uint64_t version, const std::string& target_address,
+                                     int port) {
+  proxy::RouteSnapshot s;
+  s.version = version;
+  proxy::TargetGroup g;
+  g.name = "web-blue";
+  g.targets.push_back(proxy::Target{"task-1", target_address});
+  g.health.interval_ms = 100;
+  g.health.healthy_threshold = 1;
+  s.target_groups.push_back(g);
+  proxy::Listener l;
+  l.name = "web/production";
+  l.address = "127.0.0.1:" + std::to_string(port);
+  l.routes.push_back(proxy::Route{"web-blue", proxy::kWeightTotal});
+  s.listeners.push_back(l);
+  return proxy::to_json(s);
 }
 
 std::string read_text(const fs::path& p) {

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -67,6 +68,11 @@ HttpResult http_get(int port, const std::string& path,
 bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 
 int free_port();
+// The route snapshot of one listener "web/production" on 127.0.0.1:port sending everything to
+// group "web-blue" with one target "task-1" (health checked every 100 ms, healthy after one),
+// as JSON for a proxy's --state-file.
+std::string one_target_snapshot_json(std::uint64_t version, const std::string& target_address,
+                                     int port);
 std::string read_text(const std::filesystem::path& p);
 void write_text(const std::filesystem::path& p, const std::string& text);
 

@@ -174,20 +174,7 @@ class ProxyHandoff : public ::testing::Test {
       r.body() = "backend";
     };
     fs::create_directories(dir_.path() / "state");
-    proxy::RouteSnapshot s;
-    s.version = 5;
-    proxy::TargetGroup g;
-    g.name = "web-blue";
-    g.targets.push_back(proxy::Target{"task-1", backend_.address()});
-    g.health.interval_ms = 100;
-    g.health.healthy_threshold = 1;
-    s.target_groups.push_back(g);
-    proxy::Listener l;
-    l.name = "web/production";
-    l.address = "127.0.0.1:" + std::to_string(port_);
-    l.routes.push_back(proxy::Route{"web-blue", proxy::kWeightTotal});
-    s.listeners.push_back(l);
-    write_text(state_file(), proxy::to_json(s));
+    write_text(state_file(), one_target_snapshot_json(5, backend_.address(), port_));
   }
 
   fs::path admin_socket() const { return dir_.path() / "admin.sock"; }

@@ -119,21 +119,9 @@ TEST(ProxyIdleConnections, TenThousandIdleKeepAliveConnectionsStayOpenAndServed)
     r.body() = "backend";
   };
   const int port = free_port();
-  proxy::RouteSnapshot s;
-  s.version = 1;
-  proxy::TargetGroup g;
-  g.name = "web-blue";
-  g.targets.push_back(proxy::Target{"task-1", backend.address()});
-  g.health.interval_ms = 100;
-  g.health.healthy_threshold = 1;
-  s.target_groups.push_back(g);
-  proxy::Listener l;
-  l.name = "web/production";
-  l.address = "127.0.0.1:" + std::to_string(port);
-  l.routes.push_back(proxy::Route{"web-blue", proxy::kWeightTotal});
-  s.listeners.push_back(l);
   fs::create_directories(dir.path() / "state");
-  write_text(dir.path() / "state" / "snapshot.json", proxy::to_json(s));
+  write_text(dir.path() / "state" / "snapshot.json",
+             one_target_snapshot_json(1, backend.address(), port));
 
   Child p({CUTOVER_BIN, "proxy", "--admin-socket", (dir.path() / "admin.sock").string(),
            "--state-file", (dir.path() / "state" / "snapshot.json").string(), "--workers", "2",
