@@ -517,23 +517,19 @@ Task<void> Worker::serve(Socket socket, std::string address,
     size_t listener = 0;
     bool listener_known = false;  // false: the listener left the snapshot after this accept
     bool routed = false;
+    int redirect_port = 0;
     if (table) {
       auto lit = table->listener_by_address.find(address);
       if (lit != table->listener_by_address.end()) {
         listener = lit->second;
         listener_known = true;
         routed = table->listeners[listener].total_weight > 0;
+        redirect_port = table->listeners[listener].redirect_https_port;
       }
     }
     bool again;
     {
       CountGuard active(shared_.active_requests);
-      int redirect_port = 0;
-      if (table) {
-        auto lit = table->listener_by_address.find(address);
-        if (lit != table->listener_by_address.end())
-          redirect_port = table->listeners[lit->second].redirect_https_port;
-      }
       if (redirect_port > 0) {
         // HTTP -> HTTPS: same host (without its port) and target.
         std::string_view host = c.req.host.empty() ? std::string_view(c.local_addr()) : c.req.host;
