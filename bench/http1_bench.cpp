@@ -33,10 +33,10 @@ const std::string kBrowser =
 const std::string kMinimal = "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
 
 void BM_Cutover(benchmark::State& state, const std::string& text) {
-  cutover::proxy::http1::RequestHead head;
-  cutover::proxy::http1::Limits limits;
+  cutover::http1::RequestHead head;
+  cutover::http1::Limits limits;
   for (auto _ : state) {
-    auto r = cutover::proxy::http1::parse_request_head(text, limits, head);
+    auto r = cutover::http1::parse_request_head(text, limits, head);
     benchmark::DoNotOptimize(r);
     benchmark::DoNotOptimize(head.headers.data());
   }
@@ -58,7 +58,7 @@ void BM_Beast(benchmark::State& state, const std::string& text) {
 
 // The proxy's full head work per request: parse plus the rewritten head it forwards.
 void BM_CutoverParseAndRewrite(benchmark::State& state, const std::string& text) {
-  using namespace cutover::proxy::http1;
+  using namespace cutover::http1;
   RequestHead head;
   Limits limits;
   std::string out;

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-namespace cutover::proxy::http1 {
+namespace cutover::http1 {
 namespace {
 
 // RFC 9110 §5.6.2 tchar.
@@ -672,4 +672,4 @@ void write_simple_response(int status, std::string_view detail, bool keep_alive,
   out.push_back('\n');
 }
 
-}  // namespace cutover::proxy::http1
+}  // namespace cutover::http1

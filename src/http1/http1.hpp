@@ -25,7 +25,7 @@
 #include <string_view>
 #include <vector>
 
-namespace cutover::proxy::http1 {
+namespace cutover::http1 {
 
 struct Header {
   std::string_view name;
@@ -159,4 +159,4 @@ void write_simple_response(int status, std::string_view detail, bool keep_alive,
 
 std::string_view reason_phrase(int status);
 
-}  // namespace cutover::proxy::http1
+}  // namespace cutover::http1

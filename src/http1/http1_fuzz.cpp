@@ -13,7 +13,7 @@
 
 #include "http1/http1.hpp"
 
-using namespace cutover::proxy::http1;
+using namespace cutover::http1;
 
 namespace {
 

@@ -3,7 +3,7 @@
 
 #include <gtest/gtest.h>
 
-namespace cutover::proxy::http1 {
+namespace cutover::http1 {
 namespace {
 
 ParseResult req(std::string_view text, RequestHead& out, size_t max_header = 16384) {
@@ -324,4 +324,4 @@ TEST(Http1Rewrite, AnEmptyHostStaysTheOnlyHost) {
 }
 
 }  // namespace
-}  // namespace cutover::proxy::http1
+}  // namespace cutover::http1
