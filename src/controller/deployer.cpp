@@ -538,7 +538,7 @@ core::Result<void> Controller::Impl::run_hook(const config::Service& service,
     if (left.count() <= 0) {
       return core::Error("`" + command + "` not started: hook_timeout reached");
     }
-    spec.argv = {"/bin/sh", "-c", command};
+    spec.argv = {"/bin/sh", "-ec", config::expand_variables(command, spec.env)};
     log->info("deploy: {} {} hook: {}", d.id, deploy::to_string(hook), command);
     auto r = core::run_command(spec, left, [&](std::string_view line) {
       log->info("deploy: {} {} hook | {}", d.id, deploy::to_string(hook), line);

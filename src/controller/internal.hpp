@@ -90,7 +90,7 @@ struct Controller::Impl {
   // Drains (up to the service's drain_timeout) and stops the tasks of one color, with the
   // container's stop signal and stop timeout.
   core::Result<void> stop_tasks(const config::Service& service, const std::string& color);
-  // Runs a hook point's commands in order (/bin/sh -c, in the artifact directory, with the hook
+  // Runs a hook point's commands in order (/bin/sh -ec, in the artifact directory, with the hook
   // variables of DESIGN.md §6) within hook_timeout; the first failure is the error.
   core::Result<void> run_hook(const config::Service& service, const store::Release& release,
                               const deploy::Deployment& d, deploy::Hook hook);
