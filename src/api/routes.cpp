@@ -72,6 +72,17 @@ Response route(controller::Controller& c, const Request& r) {
     return from(
         c.logs(s[2], int_param(r, "after", 0), static_cast<int>(int_param(r, "limit", 1000))));
   }
+  if (s.size() == 4 && s[1] == "services" && r.method == "POST" &&
+      (s[3] == "rollback" || s[3] == "abort" || s[3] == "promote")) {
+    auto body = nlohmann::json::parse(r.body.empty() ? "{}" : r.body, nullptr, false);
+    if (!body.is_object()) return error_response(400, "the body must be a JSON object");
+    const std::string who = body.contains("user") && body["user"].is_string()
+                                ? body["user"].get<std::string>().substr(0, 64)
+                                : "";
+    auto res = c.operate(s[2], s[3], who);
+    if (res) return Response{202, res->dump(2) + "\n"};
+    return from(res);
+  }
   if (s.size() == 2 && s[1] == "poll" && r.method == "POST") {
     c.request_poll();
     return Response{202, "{\"status\":\"polling\"}\n"};

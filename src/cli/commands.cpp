@@ -78,30 +78,36 @@ core::Result<api::ApiClient> make_client(const ClientOptions& c) {
   return api::ApiClient(address, t);
 }
 
-// GET path; prints transport and API errors and returns nullopt on failure.
-std::optional<json> get_json(const ClientOptions& c, const std::string& path) {
+// One API call; prints transport and API errors and returns nullopt on failure.
+std::optional<json> call_json(const ClientOptions& c, std::string_view method,
+                              const std::string& path, const std::string& body = {}) {
   auto client = make_client(c);
   if (!client) {
     std::cerr << "cutover: " << client.error().message << "\n";
     return std::nullopt;
   }
-  auto res = client->request("GET", path);
+  auto res = client->request(method, path, body);
   if (!res) {
     std::cerr << "cutover: " << res.error().message << "\n";
     return std::nullopt;
   }
-  json body = json::parse(res->body, nullptr, false);
-  if (res->status != 200) {
-    std::string msg =
-        body.is_object() && body.contains("error") ? body["error"].get<std::string>() : res->body;
+  json answer = json::parse(res->body, nullptr, false);
+  if (res->status != 200 && res->status != 202) {
+    std::string msg = answer.is_object() && answer.contains("error")
+                          ? answer["error"].get<std::string>()
+                          : res->body;
     std::cerr << "cutover: " << msg << " (HTTP " << res->status << ")\n";
     return std::nullopt;
   }
-  if (body.is_discarded()) {
+  if (answer.is_discarded()) {
     std::cerr << "cutover: the API answered with invalid JSON\n";
     return std::nullopt;
   }
-  return body;
+  return answer;
+}
+
+std::optional<json> get_json(const ClientOptions& c, const std::string& path) {
+  return call_json(c, "GET", path);
 }
 
 std::string str(const json& j, const char* key, const char* fallback = "-") {
@@ -300,6 +306,25 @@ int cmd_logs(const ClientOptions& c, const std::string& execution, bool follow) 
     const bool done = (*j).value("finished", true);
     if (!follow || (done && (*j)["lines"].empty())) break;
     if ((*j)["lines"].empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return 0;
+}
+
+int cmd_operate(const ClientOptions& c, const std::string& action, const std::string& service) {
+  const char* user = std::getenv("USER");
+  const json body{{"user", std::string("cli:") + (user ? user : "unknown")}};
+  auto j = call_json(c, "POST", "/v1/services/" + service + "/" + action, body.dump());
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  if (j->contains("deployment")) {
+    std::cout << fmt::format("{}: {} of deployment {} accepted; `cutover status {}` shows it\n",
+                             service, action, str(*j, "deployment"), service);
+  } else {
+    std::cout << fmt::format("{}: no deployment in progress; redeploying release {} all at once\n",
+                             service, str(*j, "release"));
   }
   return 0;
 }

@@ -42,5 +42,7 @@ int cmd_status(const ClientOptions& c, const std::string& service);
 int cmd_history(const ClientOptions& c, const std::string& service);
 int cmd_executions(const ClientOptions& c, int limit);
 int cmd_logs(const ClientOptions& c, const std::string& execution, bool follow);
+// rollback | abort | promote SERVICE (Controller::operate).
+int cmd_operate(const ClientOptions& c, const std::string& action, const std::string& service);
 
 }  // namespace cutover::cli

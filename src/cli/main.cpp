@@ -1,4 +1,8 @@
 // cutover: parses the command line and dispatches to cli/commands.hpp. Nothing else lives here.
+#include <map>
+#include <string>
+#include <vector>
+
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.hpp"
@@ -81,6 +85,20 @@ int main(int argc, char** argv) {
   l->add_flag("-f,--follow", follow, "Keep printing new lines until the execution ends");
   add_client(l);
 
+  std::map<std::string, CLI::App*> operations;
+  for (const auto& [name, what] : std::vector<std::pair<std::string, std::string>>{
+           {"rollback",
+            "Production back to the previous version now (one snapshot while blue is warm; "
+            "else redeploys the previous release all at once)"},
+           {"abort", "Stop the deployment in progress: traffic back to blue, green stopped"},
+           {"promote", "Skip the remaining traffic steps and waits of the deployment"}}) {
+    auto* op = app.add_subcommand(name, what);
+    op->add_option("service", service, "The service")->required();
+    op->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
+    add_client(op);
+    operations[name] = op;
+  }
+
   CLI11_PARSE(app, argc, argv);
   client.json = output == "json";
 
@@ -92,5 +110,8 @@ int main(int argc, char** argv) {
   if (h->parsed()) return cmd_history(client, service);
   if (ex->parsed()) return cmd_executions(client, limit);
   if (l->parsed()) return cmd_logs(client, execution, follow);
+  for (const auto& [name, op] : operations) {
+    if (op->parsed()) return cmd_operate(client, name, service);
+  }
   return 2;
 }

@@ -123,6 +123,7 @@ void Controller::Impl::tick() {
   if (routes_changed) {
     if (auto r = publish_routes(); !r) core::logger()->error("proxy: {}", r.error().message);
   }
+  run_redeploys();
   auto head = source->fetch_head();
   if (!head) {
     core::logger()->warn("source: fetch of {} failed: {}", opts.repo, head.error().message);
@@ -348,6 +349,72 @@ core::Result<json> Controller::logs(const std::string& execution_id, int64_t aft
                                 {"time", core::format_rfc3339(core::from_unix_ms(l.time))},
                                 {"text", l.text}});
   }
+  return out;
+}
+
+core::Result<nlohmann::json> Controller::operate(const std::string& service,
+                                                 const std::string& action,
+                                                 const std::string& who) {
+  Impl& impl = *impl_;
+  deploy::EventKind kind;
+  if (action == "rollback") {
+    kind = deploy::EventKind::Rollback;
+  } else if (action == "abort") {
+    kind = deploy::EventKind::Abort;
+  } else if (action == "promote") {
+    kind = deploy::EventKind::Promote;
+  } else {
+    return core::Error("unknown action \"" + action + "\"; expected rollback, abort or promote",
+                       core::ErrorKind::Invalid);
+  }
+  auto active = impl.store->active_deployment(service);
+  if (!active) return internal(active.error());
+  auto live = impl.store->live(service);
+  if (!live) return internal(live.error());
+  if (!active->has_value() && !live->has_value()) {
+    return core::Error("no service named " + service + " has been deployed",
+                       core::ErrorKind::NotFound);
+  }
+  const std::string actor = who.empty() ? "operator" : who;
+  json out{{"service", service}, {"action", action}};
+  if (active->has_value()) {
+    const std::string& id = (**active).id;
+    {
+      std::lock_guard lock(impl.mu);
+      impl.operator_events[service].push_back({.kind = kind, .detail = "(" + actor + ")"});
+    }
+    impl.cv.notify_all();
+    out["deployment"] = id;
+    out["status"] = "accepted";
+  } else {
+    if (kind != deploy::EventKind::Rollback) {
+      return core::Error("no deployment of " + service + " is in progress",
+                         core::ErrorKind::Conflict);
+    }
+    // The release before the live one: the previous release of the deployment that made it live.
+    auto deps = impl.store->list_deployments(service, 50);
+    if (!deps) return internal(deps.error());
+    std::optional<std::string> previous;
+    for (const auto& d : *deps) {
+      if (d.release_id == (*live)->release_id && d.status == store::DeploymentStatus::Succeeded) {
+        previous = d.previous_release_id;
+        break;
+      }
+    }
+    if (!previous) {
+      return core::Error("no previous release of " + service + " to roll back to",
+                         core::ErrorKind::Conflict);
+    }
+    {
+      std::lock_guard lock(impl.mu);
+      impl.redeploy_requests[service] = *previous;
+      impl.poll_requested = true;
+    }
+    impl.cv.notify_all();
+    out["release"] = *previous;
+    out["status"] = "redeploying the previous release";
+  }
+  (void)impl.store->append_audit(actor, "deploy." + action, "service:" + service, out.dump());
   return out;
 }
 

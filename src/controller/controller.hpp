@@ -47,6 +47,14 @@ class Controller {
   // Asks the loop to fetch the repository now instead of at the next poll.
   void request_poll();
 
+  // An operator's command on a service's deployment: "rollback", "abort" or "promote", audited
+  // with `who`. With a deployment in progress it becomes an event of that deployment (rollback:
+  // production back to blue in one snapshot). Without one, "rollback" redeploys the release that
+  // was live before the current one, all at once, as its own deployment; "abort" and "promote"
+  // are a Conflict. Accepted commands are acted on by the loop within about 100 ms.
+  core::Result<nlohmann::json> operate(const std::string& service, const std::string& action,
+                                       const std::string& who);
+
   // Read side, for the API. Errors carry ErrorKind::NotFound for unknown names and ids.
   core::Result<nlohmann::json> status(const std::string& service) const;
   core::Result<nlohmann::json> history(const std::string& service) const;

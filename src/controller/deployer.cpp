@@ -206,8 +206,8 @@ core::Result<void> Controller::Impl::stop_tasks(const config::Service& service,
   return result;
 }
 
-void Controller::Impl::deploy_release(const config::Service& service,
-                                      const store::Release& release) {
+void Controller::Impl::deploy_release(const config::Service& service, const store::Release& release,
+                                      bool fast_path) {
   auto log = core::logger();
   auto live = store->live(service.name);
   if (!live) {
@@ -236,7 +236,7 @@ void Controller::Impl::deploy_release(const config::Service& service,
   d.termination_wait = spec.termination_wait;
   d.apply_timeout = std::chrono::seconds(30);
   d.schedule.clear();
-  if (d.previous_release_id) {
+  if (d.previous_release_id && !fast_path) {
     for (const auto& step : config::traffic_schedule(spec.traffic)) {
       d.schedule.push_back({step.weight * (deploy::kWeightTotal / 100), step.pause});
     }
@@ -266,8 +266,9 @@ void Controller::Impl::deploy_release(const config::Service& service,
   (void)store->append_audit(
       "controller", "deploy", "service:" + service.name,
       json{{"deployment", d.id}, {"release", release.id}, {"commit", release.commit_sha}}.dump());
-  log->info("deploy: {} of {} started: release {} ({}) as {}", d.id, service.name, release.id,
-            release.commit_sha.substr(0, 7), deploy::to_string(d.green));
+  log->info("deploy: {} of {} started: release {} ({}) as {}{}", d.id, service.name, release.id,
+            release.commit_sha.substr(0, 7), deploy::to_string(d.green),
+            fast_path ? " (rollback: all at once)" : "");
 
   auto cfg = config_at(release.commit_sha);
   Routing before = routing[service.name];
@@ -299,6 +300,14 @@ void Controller::Impl::deploy_release(const config::Service& service,
         log->warn("deploy: {} left in {} at shutdown; the next start settles it", d.id,
                   deploy::to_string(d.phase));
         return;
+      }
+      {
+        std::lock_guard lock(mu);
+        auto it = operator_events.find(service.name);
+        if (it != operator_events.end()) {
+          for (auto& e : it->second) events.push_back(std::move(e));
+          operator_events.erase(it);
+        }
       }
       const auto now = clock.now();
       if (watching) {
@@ -584,6 +593,38 @@ core::Result<alarm::Evaluation> Controller::Impl::evaluate_alarms(const config::
   }
   combined.summary = combined.verdict == alarm::Verdict::Ok ? "all alarms OK" : insufficient;
   return combined;
+}
+
+void Controller::Impl::run_redeploys() {
+  std::map<std::string, std::string> requests;
+  {
+    std::lock_guard lock(mu);
+    requests.swap(redeploy_requests);
+  }
+  for (const auto& [name, release_id] : requests) {
+    auto log = core::logger();
+    auto rel = store->get_release(release_id);
+    if (!rel || !rel->has_value()) {
+      log->error("rollback of {}: release {} is gone", name, release_id);
+      continue;
+    }
+    auto cfg = config_at((**rel).commit_sha);
+    if (!cfg) {
+      log->error("rollback of {}: {}", name, cfg.error().message);
+      continue;
+    }
+    const config::Service* svc = nullptr;
+    for (const auto& s : (*cfg)->services) {
+      if (s.name == name) svc = &s;
+    }
+    if (!svc) {
+      log->error("rollback of {}: release {} has no service {}", name, release_id, name);
+      continue;
+    }
+    log->warn("rollback of {}: redeploying release {} ({}) all at once", name, release_id,
+              (**rel).commit_sha.substr(0, 7));
+    deploy_release(*svc, **rel, /*fast_path=*/true);
+  }
 }
 
 }  // namespace cutover::controller

@@ -40,6 +40,10 @@ struct Controller::Impl {
   std::condition_variable cv;
   bool stopping = false;        // guarded by mu
   bool poll_requested = false;  // guarded by mu
+  // Operator events for the deployment in progress, by service (guarded by mu).
+  std::map<std::string, std::vector<deploy::Event>> operator_events;
+  // Rollbacks after the deployment ended: service -> release to redeploy (guarded by mu).
+  std::map<std::string, std::string> redeploy_requests;
   std::atomic<bool> cancel_execution{false};
 
   Impl(Options o, core::Clock& c) : opts(std::move(o)), clock(c) {}
@@ -83,7 +87,12 @@ struct Controller::Impl {
       const std::string& commit_sha) const;
 
   // ---- deployments (deployer.cpp) ---------------------------------------------------------------
-  void deploy_release(const config::Service& service, const store::Release& release);
+  // fast_path: all at once whatever the traffic schedule (a rollback redeploying the previous
+  // release does not replay its canary).
+  void deploy_release(const config::Service& service, const store::Release& release,
+                      bool fast_path = false);
+  // Redeploys what operate() queued (tick, before fetching the source).
+  void run_redeploys();
   core::Result<std::vector<runtime::Task>> start_tasks(const config::Service& service,
                                                        const store::Release& release,
                                                        deploy::Color color);

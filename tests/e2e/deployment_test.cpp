@@ -261,5 +261,76 @@ TEST_F(Deployment, ControllerKilledDuringAllowTrafficLosesNoRequest) {
               ended.c_str(), v2_reason().c_str(), load.total());
 }
 
+TEST_F(Deployment, OperatorPromoteRollbackAndAbort) {
+  configure("{ type: linear, percent: 10, interval: 5m }");
+  deploy_v1();
+  Load load(port_);
+  auto cli = [&](const std::string& action) {
+    return run({CUTOVER_BIN, action, "hello", "--state-dir", state_.string()});
+  };
+  // promote: a 10% step held for 5 minutes is skipped.
+  commit_v2();
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json d = deployment();
+        return d.is_object() && d.value("phase", "") == "AllowTraffic" &&
+               d["state"].value("weight", 0) == 1000;
+      },
+      kDeployTimeout))
+      << status().dump(2) << serve_log();
+  auto promoted = cli("promote");
+  EXPECT_EQ(promoted.exit_code, 0) << promoted.err;
+  EXPECT_EQ(wait_v2_ended(60s), "succeeded") << v2_reason();
+  EXPECT_TRUE(serves("v2"));
+
+  // rollback with no deployment in progress: the previous release is redeployed all at once.
+  auto rolled = cli("rollback");
+  EXPECT_EQ(rolled.exit_code, 0) << rolled.err;
+  EXPECT_NE(rolled.out.find("redeploying release"), std::string::npos) << rolled.out;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json hist = cli_json({"history", "hello"});
+        return hist.is_object() && hist["deployments"].size() == 3 &&
+               hist["deployments"][0].value("status", "") == "succeeded";
+      },
+      kDeployTimeout))
+      << serve_log();
+  EXPECT_TRUE(serves("v1"));
+
+  // abort with nothing in progress is refused, with a non-zero exit.
+  auto refused = cli("abort");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("no deployment of hello is in progress"), std::string::npos)
+      << refused.err;
+
+  // rollback during TerminationWait: one snapshot back to blue, instantly.
+  configure("{ type: all_at_once }");
+  std::string yaml = read_text(app_ / "cutover.yaml");
+  write_text(app_ / "cutover.yaml",
+             std::regex_replace(yaml, std::regex("termination_wait: 5s"), "termination_wait: 5m"));
+  sh(app_, "echo v3 > VERSION && git commit -q -am 'v3'");
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json d = deployment();
+        return d.is_object() && d.value("phase", "") == "TerminationWait";
+      },
+      kDeployTimeout))
+      << status().dump(2) << serve_log();
+  EXPECT_TRUE(serves("v3"));
+  rolled = cli("rollback");
+  EXPECT_EQ(rolled.exit_code, 0) << rolled.err;
+  ASSERT_TRUE(wait_for([&] { return serves("v1"); }, 30s));
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json hist = cli_json({"history", "hello"});
+        return hist.is_object() && hist["deployments"].size() == 4 &&
+               hist["deployments"][0].value("status", "") == "rolled_back";
+      },
+      60s))
+      << serve_log();
+  load.stop();
+  EXPECT_EQ(load.failures(), 0) << load.first_failure();
+}
+
 }  // namespace
 }  // namespace cutover::e2e
