@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -248,6 +250,22 @@ int cmd_status(const ClientOptions& c, const std::string& service) {
       std::cout << fmt::format("  deployment: {} {} {} ({}){}\n", str(dep, "id"),
                                str(dep, "commit"), str(dep, "phase"), str(dep, "status"),
                                str(dep, "reason", "").empty() ? "" : " — " + str(dep, "reason"));
+      const json& state = dep["state"];
+      if (str(dep, "status") == "in_progress" && state.is_object()) {
+        std::string left = "-";
+        if (state.contains("deadline_unix_ms") && state["deadline_unix_ms"].is_number()) {
+          const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+          const int64_t ms =
+              std::max<int64_t>(0, state["deadline_unix_ms"].get<int64_t>() - now_ms);
+          left = core::format_duration(std::chrono::milliseconds(ms / 1000 * 1000));
+        }
+        std::cout << fmt::format(
+            "              {} — green {}% (step {} of {}), alarms {}, {} left in this wait\n",
+            str(state, "wait"), state.value("weight", 0) / 100.0, state.value("step", 0) + 1,
+            str(state, "steps"), str(state, "alarms"), left);
+      }
     }
     std::cout << "  tasks:\n";
     for (const auto& t : s["tasks"]) {

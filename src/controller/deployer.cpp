@@ -16,8 +16,16 @@ using nlohmann::json;
 
 namespace {
 
-json state_json(const deploy::Deployment& d) {
-  return json{{"phase", std::string(deploy::to_string(d.phase))},
+// The deployment's state as stored and shown by `cutover status`; the deadline of the current
+// wait as wall-clock time (Unix ms), so that the time left can be shown.
+json state_json(const deploy::Deployment& d, const core::Clock& clock) {
+  json deadline = nullptr;
+  if (d.deadline) {
+    deadline = core::to_unix_ms(
+        clock.wall() + std::chrono::duration_cast<core::Duration>(*d.deadline - clock.now()));
+  }
+  return json{{"deadline_unix_ms", deadline},
+              {"phase", std::string(deploy::to_string(d.phase))},
               {"wait", std::string(deploy::to_string(d.wait))},
               {"green", std::string(deploy::to_string(d.green))},
               {"green_started", d.green_started},
@@ -256,7 +264,7 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
   rec.release_id = release.id;
   rec.previous_release_id = d.previous_release_id;
   rec.phase = std::string(deploy::to_string(d.phase));
-  rec.state_json = state_json(d).dump();
+  rec.state_json = state_json(d, clock).dump();
   auto inserted = store->insert_deployment(rec);
   if (!inserted) {
     log->error("deploy: {}: {}", service.name, inserted.error().message);
@@ -374,7 +382,7 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
       store::DeploymentUpdate u;
       u.status = status_of(dec.next.phase);
       u.phase = std::string(deploy::to_string(dec.next.phase));
-      u.state_json = state_json(dec.next).dump();
+      u.state_json = state_json(dec.next, clock).dump();
       u.reason = dec.next.reason;
       if (auto r = s.update_deployment(d.id, u); !r) return r.error();
       if (auto r =
