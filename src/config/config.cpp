@@ -1353,7 +1353,7 @@ Deployment parse_deployment(Ctx& ctx, const YAML::Node& n, const std::string& pa
   Map m(ctx, n, path, true);
   m.allow({"strategy", "traffic", "hooks", "hook_timeout", "alarms", "auto_rollback",
            "termination_wait", "drain_timeout", "min_healthy_percent", "max_percent",
-           "circuit_breaker", "sticky"});
+           "circuit_breaker", "sticky", "insufficient_data"});
   if (const auto* v = m.get("strategy")) {
     if (auto s = read_enum<Strategy>(
             ctx, *v, m.sub("strategy"),
@@ -1454,6 +1454,21 @@ Deployment parse_deployment(Ctx& ctx, const YAML::Node& n, const std::string& pa
     cb.allow({"threshold"});
     if (const auto* t = cb.get("threshold")) {
       if (auto i = read_int(ctx, *t, cb.sub("threshold"), 1, 100)) d.circuit_breaker_threshold = *i;
+    }
+  }
+  if (const auto* v = m.get("insufficient_data")) {
+    Map id(ctx, *v, m.sub("insufficient_data"), true);
+    id.allow({"timeout", "then"});
+    if (const auto* t = id.get("timeout")) {
+      if (auto x = read_duration(ctx, *t, id.sub("timeout"), 0s, 48h)) {
+        d.insufficient_data_timeout = *x;
+      }
+    }
+    if (const auto* t = id.get("then")) {
+      if (auto x =
+              read_enum<bool>(ctx, *t, id.sub("then"), {{"rollback", false}, {"continue", true}})) {
+        d.insufficient_data_continue = *x;
+      }
     }
   }
   if (const auto* v = m.get("sticky")) d.sticky_cookie = parse_sticky(ctx, *v, m, d.strategy);

@@ -244,6 +244,10 @@ struct Deployment {
   int min_healthy_percent = 100;      // rolling
   int max_percent = 200;              // rolling
   int circuit_breaker_threshold = 3;  // rolling: failed tasks before rollback
+  // A traffic step whose alarms lack data (min_requests) waits this long for an OK verdict, then
+  // continues (true) or counts as an alarm (false: roll back or fail).
+  core::Duration insufficient_data_timeout = 5min;
+  bool insufficient_data_continue = false;
   // Sticky cohorts on the production listener while traffic is split: the cookie that pins a
   // client to the version it was first sent to. Empty = off; `sticky: true` = kDefaultStickyCookie.
   std::string sticky_cookie;

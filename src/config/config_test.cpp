@@ -139,6 +139,8 @@ TEST(Config, DesignExampleParsesWithTheRightValues) {
   EXPECT_EQ(d.min_healthy_percent, 100);
   EXPECT_EQ(d.max_percent, 200);
   EXPECT_EQ(d.circuit_breaker_threshold, 3);
+  EXPECT_EQ(d.insufficient_data_timeout, 5min);
+  EXPECT_FALSE(d.insufficient_data_continue);
 
   EXPECT_EQ(c->find_service("web"), &web);
   EXPECT_EQ(c->find_service("nope"), nullptr);
@@ -375,6 +377,8 @@ TEST(Config, OtherValidFilesParse) {
   EXPECT_EQ(api.task.containers[0].stop_signal_number, 2);
   EXPECT_EQ(api.task.containers[0].health.kind, HealthKind::Tcp);
   EXPECT_TRUE(api.deployment.auto_rollback.empty());
+  EXPECT_EQ(api.deployment.insufficient_data_timeout, 90s);
+  EXPECT_TRUE(api.deployment.insufficient_data_continue);
   EXPECT_EQ(api.deployment.alarms[0].threshold, 750);
   EXPECT_EQ(api.deployment.alarms[0].comparison, Comparison::GreaterOrEqual);
   EXPECT_THAT(traffic_schedule(api.deployment.traffic),
@@ -586,6 +590,7 @@ TEST(Config, JsonSchemaIsValidJsonAndCoversTheFormat) {
                           "termination_wait",
                           "drain_timeout",
                           "circuit_breaker",
+                          "insufficient_data",
                           "stop_signal",
                           "start_period",
                           "datapoints_to_alarm",

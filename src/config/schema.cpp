@@ -163,6 +163,9 @@ Json deployment() {
        {"min_healthy_percent", integer(0, 100, "rolling; default 100")},
        {"max_percent", integer(100, 400, "rolling; default 200")},
        {"circuit_breaker", object({{"threshold", integer(1, 100, "default 3")}})},
+       {"insufficient_data",
+        object({{"timeout", duration("default 5m")},
+                {"then", enumeration({"rollback", "continue"}, "default rollback")}})},
        {"sticky",
         {{"description",
           "sticky cohorts on the production listener while traffic is split; true = "

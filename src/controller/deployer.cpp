@@ -256,6 +256,8 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
     d.hooks[i] = !hook_commands(spec.hooks, static_cast<deploy::Hook>(i)).empty();
   }
   d.has_alarms = !spec.alarms.empty();
+  d.insufficient_data_timeout = spec.insufficient_data_timeout;
+  d.insufficient_data_continue = spec.insufficient_data_continue;
   d.rollback_on_failure = spec.auto_rollback.count(config::RollbackTrigger::Failure) > 0;
   d.rollback_on_alarm = spec.auto_rollback.count(config::RollbackTrigger::Alarm) > 0;
 
