@@ -43,8 +43,8 @@ def formats(rng):
         "npm-token": (lambda: f"//registry.npmjs.org/:_authToken=npm_{rand(rng, 36)}", True),
         "shopify-token": (lambda: f'SHOPIFY_TOKEN = "shpat_{rand(rng, 32, "0123456789abcdef")}"', True),
         "url-credentials": (lambda: f'DATABASE_URL = "postgres://app:{rand(rng, 16)}@db.internal:5432/app"', True),
-        "stripe-secret-key": (lambda: f'stripe.api_key = "sk_live_{rand(rng, 24)}"', False),
-        "gitlab-pat": (lambda: f"GITLAB_TOKEN=glpat-{rand(rng, 20, ALNUM + '_-')}", False),
+        "stripe-secret-key": (lambda: f'stripe.api_key = "sk_live_{rand(rng, 24)}"', True),
+        "gitlab-pat": (lambda: f"GITLAB_TOKEN=glpat-{rand(rng, 20, ALNUM + '_-')}", True),
         "google-api-key": (lambda: f'const GOOGLE_KEY = "AIza{rand(rng, 35, ALNUM + "_-")}";', False),
         "jwt": (lambda: "Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ" + rand(rng, 40, ALNUM + "_-") + "." + rand(rng, 43, ALNUM + "_-"), False),
     }

@@ -243,7 +243,15 @@ int cmd_scan(const ScanCommandOptions& o) {
     }
     baseline = std::move(*loaded);
   }
-  auto scanner = scan::Scanner::create(std::move(rules), scan::ScanOptions{.threads = o.threads});
+  // Compiled rule databases are cached by rule hash, like ccache: $XDG_CACHE_HOME/cutover/scan.
+  fs::path cache_dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg != '\0') {
+    cache_dir = fs::path(xdg) / "cutover" / "scan";
+  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    cache_dir = fs::path(home) / ".cache" / "cutover" / "scan";
+  }
+  auto scanner = scan::Scanner::create(
+      std::move(rules), scan::ScanOptions{.threads = o.threads, .cache_dir = cache_dir});
   if (!scanner) {
     std::cerr << "cutover scan: " << scanner.error().message << "\n";
     return 2;

@@ -5,6 +5,7 @@
 // lines around those ends, and decides the real spans and groups.
 #include <fcntl.h>
 #include <hs.h>
+#include <openssl/sha.h>
 #include <re2/re2.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -96,6 +97,18 @@ size_t line_end(std::string_view text, size_t pos) {
   const void* nl = std::memchr(text.data() + pos, '\n', text.size() - pos);
   return nl == nullptr ? text.size()
                        : static_cast<size_t>(static_cast<const char*>(nl) - text.data());
+}
+
+std::string hex_digest(std::string_view s) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), digest);
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : digest) {
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
 }
 
 std::string lower(std::string_view s) {
@@ -199,8 +212,20 @@ Result<std::unique_ptr<Scanner::Impl>> Scanner::Impl::build(RuleSet rules, ScanO
   }
   for (const auto& a : impl->rules.allowlists) impl->global_allowlists.emplace_back(a);
 
+  // A serialized database from an earlier run with the same patterns skips the compile.
+  fs::path cache_file;
+  if (!impl->options.cache_dir.empty() && !patterns.empty()) {
+    std::string key = std::string(hs_version()) + "\n";
+    for (size_t i = 0; i < patterns.size(); ++i) {
+      key += std::to_string(ids[i]) + ":" + std::to_string(flags[i]) + ":" + patterns[i] + "\n";
+    }
+    cache_file = impl->options.cache_dir / (hex_digest(key) + ".hsdb");
+    if (impl->load_cached(cache_file)) patterns.clear();
+  }
+
   // Compile; a rule regex Hyperscan cannot take even as a prefilter (rare: it follows PCRE, the
   // rules follow Go/RE2) is confirmed by RE2 on every text that passes its keywords instead.
+  const bool compiling = !patterns.empty();
   while (!patterns.empty()) {
     std::vector<const char*> ptrs;
     for (const auto& p : patterns) ptrs.push_back(p.c_str());
@@ -230,10 +255,59 @@ Result<std::unique_ptr<Scanner::Impl>> Scanner::Impl::build(RuleSet rules, ScanO
     flags.erase(flags.begin() + bad);
     ids.erase(ids.begin() + bad);
   }
+  if (compiling && !cache_file.empty()) impl->store_cached(cache_file);
   if (impl->db != nullptr && hs_alloc_scratch(impl->db, &impl->scratch) != HS_SUCCESS) {
     return Error("scan: cannot allocate Hyperscan scratch space", core::ErrorKind::Internal);
   }
   return impl;
+}
+
+// Cache file: "cutover-hsdb 1\n", the indexes of rules Hyperscan rejected ("-" if none) and a
+// newline, then hs_serialize_database's bytes. Written atomically; a damaged or foreign file is
+// ignored (and replaced by the next compile).
+bool Scanner::Impl::load_cached(const fs::path& file) {
+  auto content = core::read_file(file);
+  if (!content) return false;
+  const std::string_view c = *content;
+  constexpr std::string_view kMagic = "cutover-hsdb 1\n";
+  if (c.substr(0, kMagic.size()) != kMagic) return false;
+  const size_t nl = c.find('\n', kMagic.size());
+  if (nl == std::string_view::npos) return false;
+  std::vector<size_t> rejected;
+  std::string_view list = c.substr(kMagic.size(), nl - kMagic.size());
+  while (list != "-" && !list.empty()) {
+    const size_t comma = list.find(',');
+    const std::string item(list.substr(0, comma));
+    char* end = nullptr;
+    const unsigned long v = std::strtoul(item.c_str(), &end, 10);
+    if (end == item.c_str() || *end != '\0' || v >= compiled.size()) return false;
+    rejected.push_back(v);
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+  }
+  const std::string_view bytes = c.substr(nl + 1);
+  hs_database_t* loaded = nullptr;
+  if (hs_deserialize_database(bytes.data(), bytes.size(), &loaded) != HS_SUCCESS) return false;
+  db = loaded;
+  for (size_t r : rejected) compiled[r].no_prefilter = true;
+  return true;
+}
+
+void Scanner::Impl::store_cached(const fs::path& file) const {
+  if (db == nullptr) return;
+  char* bytes = nullptr;
+  size_t length = 0;
+  if (hs_serialize_database(db, &bytes, &length) != HS_SUCCESS) return;
+  std::string out = "cutover-hsdb 1\n";
+  std::string list;
+  for (size_t i = 0; i < compiled.size(); ++i) {
+    if (compiled[i].no_prefilter) list += (list.empty() ? "" : ",") + std::to_string(i);
+  }
+  out += (list.empty() ? "-" : list) + "\n";
+  out.append(bytes, length);
+  std::free(bytes);
+  std::error_code ec;
+  fs::create_directories(file.parent_path(), ec);
+  (void)core::write_file_atomic(file, out, 0644);  // a cache: failing to write it costs a compile
 }
 
 hs_scratch_t* Scanner::Impl::clone_scratch() const {

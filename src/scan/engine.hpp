@@ -58,6 +58,8 @@ struct Scanner::Impl {
   Impl& operator=(const Impl&) = delete;
 
   hs_scratch_t* clone_scratch() const;
+  bool load_cached(const std::filesystem::path& file);
+  void store_cached(const std::filesystem::path& file) const;
   std::vector<Finding> scan(std::string_view text, std::string_view path, std::string_view commit,
                             hs_scratch_t* scratch) const;
   bool allowed(const CompiledRule& c, const Finding& f, std::string_view line) const;

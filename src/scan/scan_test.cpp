@@ -269,6 +269,39 @@ TEST(Detection, ManyPrefilterHitsStillFindEverything) {
   EXPECT_EQ(s->scan_text(text, "a").size(), 5000u);
 }
 
+TEST(Detection, CompiledDatabasesAreCachedByRuleHash) {
+  core::TempDir cache;
+  const std::string toml = R"([[rules]]
+id = "anybyte"
+regex = '''zz\Cqq'''
+[[rules]]
+id = "tok"
+regex = '''tok_[0-9]{6}'''
+keywords = ["tok_"]
+)";
+  const auto make = [&] {
+    auto rules = parse_rules(toml, "rules.toml");
+    EXPECT_TRUE(rules);
+    auto s =
+        Scanner::create(std::move(*rules), ScanOptions{.threads = 1, .cache_dir = cache.path()});
+    EXPECT_TRUE(s);
+    return std::move(*s);
+  };
+  const std::string text = "zz!qq tok_123456\n";
+  auto first = make();
+  ASSERT_EQ(std::distance(fs::directory_iterator(cache.path()), fs::directory_iterator()), 1);
+  const fs::path file = fs::directory_iterator(cache.path())->path();
+  EXPECT_EQ(file.extension(), ".hsdb");
+  const auto expected = ids(first->scan_text(text, "a"));
+  EXPECT_EQ(expected, (std::vector<std::string>{"anybyte", "tok"}));
+  // Loaded from the cache: same findings, including the rule Hyperscan rejected.
+  EXPECT_EQ(ids(make()->scan_text(text, "a")), expected);
+  // A damaged cache file is ignored and rewritten.
+  write(file, "cutover-hsdb 1\n-\ngarbage");
+  EXPECT_EQ(ids(make()->scan_text(text, "a")), expected);
+  EXPECT_GT(fs::file_size(file), 100u);
+}
+
 // ---- directory scans, suppression ----
 
 class DirectoryScan : public ::testing::Test {
