@@ -86,7 +86,7 @@ RuleSet build() {
                    R"(\b(pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,})\b)", {"pypi-ageichlwas5vcmc"},
                    {"key", "pypi"}));
   r.push_back(make("sendgrid-api-key", "SendGrid API key",
-                   R"(\b(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})\b)", {"sg."},
+                   R"(\b(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})(?:[^A-Za-z0-9_-]|$))", {"sg."},
                    {"key", "sendgrid"}));
   r.push_back(make("shopify-token", "Shopify access token or shared secret",
                    R"(\b(shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32})\b)",
@@ -95,7 +95,7 @@ RuleSet build() {
                    {"dop_v1_", "doo_v1_", "dor_v1_"}, {"key", "digitalocean"}));
   r.push_back(make(
       "telegram-bot-token", "Telegram bot token",
-      R"((?i)(?:telegram|tg|bot)[\w.-]{0,20}[ \t'"]{0,3}(?:=|:|:=|=>)[ \t'"]{0,5}([0-9]{8,10}:AA[0-9A-Za-z_-]{33})\b)",
+      R"((?i)(?:telegram|tg|bot)[\w.-]{0,20}[ \t'"]{0,3}(?:=|:|:=|=>)[ \t'"]{0,5}([0-9]{8,10}:AA[0-9A-Za-z_-]{33})(?:[^0-9A-Za-z_-]|$))",
       {"telegram", "tg", "bot"}, {"key", "telegram"}));
   r.push_back(make(
       "url-credentials", "Password in a URL (scheme://user:password@host)",

@@ -186,5 +186,24 @@ TEST_F(DefaultRulesTest, SamplesEmbeddedInLargerTextKeepTheirLines) {
   EXPECT_EQ(findings.size(), expected.size());
 }
 
+// Base64url secrets may end in '-' or '_', where a trailing \b would not match (bench/scan found
+// a planted SendGrid key missed this way).
+TEST_F(DefaultRulesTest, SecretsEndingInDashOrUnderscore) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"sendgrid-api-key", "SG.iIjHGb3CXlMaXZjljENUhJ.duRHHJEYXg4JdpmrcXgGCJbW56eCuNGMGmSrCGIZEG-"},
+      {"sendgrid-api-key", "SG.iIjHGb3CXlMaXZjljENUh_.duRHHJEYXg4JdpmrcXgGCJbW56eCuNGMGmSrCGIZE__"},
+      {"telegram-bot-token", "123456789:AA6xuI5aHUQPFeNBTxaQWk8JzFalHlsZfY-"},
+      {"gitlab-pat", "glpat-b8DwkNhFdnXsiVpzz63-"},
+  };
+  for (const auto& [rule, secret] : cases) {
+    const std::string text = "TELEGRAM_BOT_TOKEN = \"" + secret + "\"\nX=" + secret + "\n";
+    size_t hits = 0;
+    for (const auto& f : scanner_->scan_text(text, "a")) {
+      if (f.rule_id == rule && f.secret == secret) ++hits;
+    }
+    EXPECT_GE(hits, 1u) << rule << " " << secret;
+  }
+}
+
 }  // namespace
 }  // namespace cutover::scan

@@ -517,10 +517,15 @@ bool is_binary(std::string_view text) {
   return std::memchr(text.data(), '\0', std::min(text.size(), kBinarySniff)) != nullptr;
 }
 
-// A read-only mapping of a whole file; empty files map nothing.
+// A whole file's bytes: read into the caller's reusable buffer when small, memory-mapped when
+// large. Small files are the common case in a source tree, and there one read() costs less than
+// mmap + page faults + munmap (bench/scan: kernel time went from 1.05 s to 0.3 s on the 100 MB,
+// 10,890-file corpus).
 class MappedFile {
  public:
-  static Result<MappedFile> open(const fs::path& p) {
+  static constexpr size_t kReadBelow = 1 << 20;
+
+  static Result<MappedFile> open(const fs::path& p, std::string* buffer) {
     int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return Error("cannot open " + p.string() + ": " + std::strerror(errno));
     struct stat st {};
@@ -531,6 +536,20 @@ class MappedFile {
     }
     MappedFile m;
     m.size_ = static_cast<size_t>(st.st_size);
+    if (m.size_ > 0 && m.size_ < kReadBelow && buffer != nullptr) {
+      buffer->resize(m.size_);
+      size_t got = 0;
+      while (got < m.size_) {
+        const ssize_t n = ::read(fd, buffer->data() + got, m.size_ - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;  // shrank since fstat: scan what is there
+        got += static_cast<size_t>(n);
+      }
+      ::close(fd);
+      m.size_ = got;
+      m.data_ = buffer->data();
+      return m;
+    }
     if (m.size_ > 0) {
       void* addr = ::mmap(nullptr, m.size_, PROT_READ, MAP_PRIVATE, fd, 0);
       if (addr == MAP_FAILED) {
@@ -540,21 +559,26 @@ class MappedFile {
       }
       ::madvise(addr, m.size_, MADV_SEQUENTIAL);
       m.data_ = static_cast<const char*>(addr);
+      m.mapped_ = true;
     }
     ::close(fd);
     return m;
   }
   MappedFile() = default;
-  MappedFile(MappedFile&& o) noexcept : data_(o.data_), size_(o.size_) { o.data_ = nullptr; }
+  MappedFile(MappedFile&& o) noexcept : data_(o.data_), size_(o.size_), mapped_(o.mapped_) {
+    o.data_ = nullptr;
+    o.mapped_ = false;
+  }
   MappedFile& operator=(MappedFile&&) = delete;
   ~MappedFile() {
-    if (data_ != nullptr) ::munmap(const_cast<char*>(data_), size_);
+    if (mapped_) ::munmap(const_cast<char*>(data_), size_);
   }
   std::string_view view() const { return {data_, data_ ? size_ : 0}; }
 
  private:
   const char* data_ = nullptr;
   size_t size_ = 0;
+  bool mapped_ = false;
 };
 
 }  // namespace
@@ -564,7 +588,8 @@ Result<ScanReport> Scanner::scan_directory(const fs::path& root) const {
   if (!fs::is_directory(root, ec)) {
     // A single file is fine too.
     if (fs::is_regular_file(root, ec)) {
-      auto m = MappedFile::open(root);
+      std::string buffer;
+      auto m = MappedFile::open(root, &buffer);
       if (!m) return m.error();
       ScanReport report;
       if (is_binary(m->view())) {
@@ -617,10 +642,11 @@ Result<ScanReport> Scanner::scan_directory(const fs::path& root) const {
   std::vector<std::thread> workers;
   auto work = [&] {
     ScratchHolder s(impl_->clone_scratch());
+    std::string buffer;  // reused for every small file of this worker
     std::vector<Finding> mine;
     ScanStats st;
     for (size_t i = next++; i < items.size(); i = next++) {
-      auto m = MappedFile::open(items[i].abs);
+      auto m = MappedFile::open(items[i].abs, &buffer);
       if (!m) continue;  // vanished or unreadable since the walk: nothing to scan
       const auto text = m->view();
       if (is_binary(text)) {
