@@ -27,13 +27,17 @@ def rand(rng, n, alphabet=ALNUM):
 
 
 def pem_body(rng, lines):
-    return "\n".join(rand(rng, 64, ALNUM + "+/") for _ in range(lines))
+    # A DER RSA key in base64 starts with MII...; secretlint checks that magic.
+    body = "MIIEowIBAAKCAQEA" + rand(rng, 64 * lines - 16, ALNUM + "+/")
+    return "\n".join(body[i:i + 64] for i in range(0, len(body), 64))
 
 
 # name -> (generator of (line text, secret), covered by secretlint's recommended preset)
 def formats(rng):
     return {
-        "aws-access-key-id": (lambda: f'aws_access_key_id = "AKIA{rand(rng, 16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")}"', True),
+        # secretlint's recommended preset reports access key IDs only with enableIDScanRule.
+        "aws-access-key-id": (lambda: f'aws_access_key_id = "AKIA{rand(rng, 16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")}"', False),
+        "aws-secret-access-key": (lambda: f'aws_secret_access_key = "{rand(rng, 40, ALNUM + "/+")}"', True),
         "github-pat": (lambda: f'GITHUB_TOKEN = "ghp_{rand(rng, 36)}"', True),
         "github-fine-grained-pat": (lambda: f"token: github_pat_{rand(rng, 22)}_{rand(rng, 59)}", True),
         "slack-token": (lambda: f"SLACK_BOT_TOKEN=xoxb-{rand(rng, 12, string.digits)}-{rand(rng, 13, string.digits)}-{rand(rng, 24)}", True),
