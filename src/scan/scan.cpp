@@ -2,6 +2,8 @@
 
 #include <sstream>
 
+#include "core/fs.hpp"
+
 namespace cutover::scan {
 
 namespace fs = std::filesystem;
@@ -46,14 +48,25 @@ core::Result<void> run_secrets_gate(const fs::path& root) {
   return core::Error(msg.str(), core::ErrorKind::Conflict);
 }
 
+core::Result<void> run_config_gate(const fs::path& root) {
+  auto content = core::read_file(root / "cutover.yaml");
+  if (!content) return content.error();
+  auto findings = check_config(*content, "cutover.yaml");
+  if (!findings) return findings.error();
+  if (findings->empty()) return {};
+  std::ostringstream msg;
+  msg << findings->size() << " configuration finding" << (findings->size() == 1 ? "" : "s") << ":\n"
+      << format_config_findings(*findings, "cutover.yaml");
+  std::string text = msg.str();
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return core::Error(text, core::ErrorKind::Conflict);
+}
+
 }  // namespace
 
 core::Result<void> run_gate(Gate gate, const fs::path& root) {
   if (gate == Gate::Secrets) return run_secrets_gate(root);
-  return core::Error(
-      "scan gate \"config\" is not available in this build of cutover; the stage fails instead of "
-      "passing a gate that did not run",
-      core::ErrorKind::Internal);
+  return run_config_gate(root);
 }
 
 }  // namespace cutover::scan

@@ -168,13 +168,33 @@ enum class Format { Text, Json, Sarif };
 std::string format_report(const ScanReport& report, const RuleSet& rules, Format format,
                           bool redact);
 
+// ---- config checks on cutover.yaml (`scan: config`) ----
+
+struct ConfigFinding {
+  std::string id;        // CFG001 ...
+  std::string severity;  // high | medium
+  std::string where;     // key path: services.web.task.containers[0].env.API_KEY
+  int line = 0, column = 0;
+  std::string message;
+  std::string fix;
+};
+
+// CFG001 literal env value that looks like (or is named like) a secret; CFG002 image without a
+// tag or with :latest; CFG003 container without a health check; CFG004 public production listener
+// without TLS; CFG005 auto_rollback on alarm without alarms; CFG006 public test listener.
+core::Result<std::vector<ConfigFinding>> check_config(std::string_view yaml,
+                                                      std::string_view origin);
+std::string format_config_findings(const std::vector<ConfigFinding>& findings,
+                                   std::string_view origin);
+
 // ---- gates, for pipeline `scan` stages ----
 
 enum class Gate { Secrets, Config };
 
 // Runs gate over the checkout at root. Secrets: the default rules, or root/.gitleaks.toml when
-// present, with root/.gitleaksignore. An error when the gate finds something (kind Conflict, the
-// message lists the findings with secrets redacted) or cannot run (kind Internal or Invalid).
+// present, with root/.gitleaksignore. Config: check_config on root/cutover.yaml. An error when the
+// gate finds something (kind Conflict, the message lists the findings with secrets redacted) or
+// cannot run (kind Internal or Invalid).
 core::Result<void> run_gate(Gate gate, const std::filesystem::path& root);
 
 }  // namespace cutover::scan
