@@ -187,6 +187,27 @@ core::Result<std::vector<ConfigFinding>> check_config(std::string_view yaml,
 std::string format_config_findings(const std::vector<ConfigFinding>& findings,
                                    std::string_view origin);
 
+// ---- the generic SARIF gate (`gate: { sarif: ..., fail_on: ... }` on a run stage) ----
+
+enum class SarifLevel { None, Note, Warning, Error };
+const char* to_string(SarifLevel level);
+
+struct SarifSummary {
+  size_t results = 0;
+  size_t by_level[4] = {};          // indexed by SarifLevel
+  size_t blocking = 0;              // results at or above fail_on
+  std::vector<std::string> listed;  // the first blocking ones: "uri:line: level rule [tool]: msg"
+};
+
+// fail_on None never blocks. A result without a level takes its rule's defaultConfiguration.level,
+// else "warning" (SARIF 2.1.0 §3.27.10).
+core::Result<SarifSummary> evaluate_sarif(std::string_view text, std::string_view origin,
+                                          SarifLevel fail_on);
+// Reads root/sarif_path: an error of kind Conflict when results block, another kind when the file
+// is missing or not SARIF.
+core::Result<void> run_sarif_gate(const std::filesystem::path& root, const std::string& sarif_path,
+                                  SarifLevel fail_on);
+
 // ---- gates, for pipeline `scan` stages ----
 
 enum class Gate { Secrets, Config };
