@@ -298,6 +298,38 @@ TEST_F(PipelineTest, ScanAndApprovalStagesFailClearly) {
   EXPECT_TRUE(logged);
 }
 
+TEST_F(PipelineTest, SarifGateOnARunStageBlocksOrReports) {
+  // The stage's command plays an external scanner that writes SARIF.
+  const std::string sarif =
+      R"({"version":"2.1.0","runs":[{"tool":{"driver":{"name":"fake-scanner"}},"results":[)"
+      R"({"ruleId":"CVE-2024-0001","level":"error","message":{"text":"vulnerable"},)"
+      R"("locations":[{"physicalLocation":{"artifactLocation":{"uri":"go.sum"},"region":{"startLine":7}}}]}]}]})";
+  StageSpec s =
+      run_stage("scanner", {"mkdir -p reports && printf '%s' '" + sarif + "' > reports/out.sarif"});
+  s.gate = cutover::config::Stage::SarifGate{"reports/out.sarif", "error",
+                                             cutover::config::ScanMode::Block};
+  auto after = run_stage("after", {"touch after-ran"});
+  auto result = run({s, after});
+  EXPECT_FALSE(result.succeeded);
+  EXPECT_EQ(result.stages[0].outcome.status, StageStatus::Failed);
+  EXPECT_NE(result.message.find("go.sum:7: error CVE-2024-0001 [fake-scanner]"), std::string::npos)
+      << result.message;
+  EXPECT_FALSE(fs::exists(ctx_.workspace / "after-ran"));
+
+  s.gate->mode = cutover::config::ScanMode::Report;
+  EXPECT_TRUE(run({s}).succeeded);
+  s.gate->mode = cutover::config::ScanMode::Block;
+  s.gate->fail_on = "none";
+  EXPECT_TRUE(run({s}).succeeded);
+  // A stage that did not write its report fails a blocking gate.
+  s.gate->fail_on = "error";
+  s.gate->sarif = "reports/missing.sarif";
+  result = run({s});
+  EXPECT_FALSE(result.succeeded);
+  EXPECT_NE(result.message.find("cannot read reports/missing.sarif"), std::string::npos)
+      << result.message;
+}
+
 TEST_F(PipelineTest, CacheIsKeptBetweenExecutions) {
   StageSpec s =
       run_stage("build", {"mkdir -p .cache && echo run >> .cache/runs", "cat .cache/runs"});
