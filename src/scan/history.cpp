@@ -133,7 +133,10 @@ Result<ScanReport> Scanner::scan_history(const fs::path& repo_path,
     git_oid_tostr(sha, sizeof sha, &oid);
     const git_signature* author = git_commit_author(commit.p);
     const char* message = git_commit_message(commit.p);
-    for (auto& [path, add] : payload.files) {
+    for (auto& entry : payload.files) {
+      // Not a structured binding: clang 14 cannot capture one in the lambda below.
+      const std::string& path = entry.first;
+      FileAdditions& add = entry.second;
       if (add.binary || add.text.empty()) continue;
       if (add.text.size() > impl_->options.max_file_size) {
         ++report.stats.skipped_large;

@@ -297,7 +297,9 @@ class Loader {
     for (const auto& id : disabled) {
       std::erase_if(set.rules, [&](const Rule& r) { return r.id == id; });
     }
-    for (auto& [id, lists] : targeted) {
+    for (auto& target : targeted) {
+      const std::string& id = target.first;  // not a binding: clang 14 cannot capture one
+      auto& lists = target.second;
       auto it = std::find_if(set.rules.begin(), set.rules.end(),
                              [&](const Rule& r) { return r.id == id; });
       if (it == set.rules.end()) {
