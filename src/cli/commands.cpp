@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -22,6 +24,7 @@
 #include "core/fs.hpp"
 #include "core/log.hpp"
 #include "proxy/proxy.hpp"
+#include "scan/scan.hpp"
 
 namespace cutover::cli {
 
@@ -207,6 +210,75 @@ int cmd_validate(const std::string& file, bool check_files) {
 int cmd_schema() {
   std::cout << config::json_schema();
   return 0;
+}
+
+int cmd_scan(const ScanCommandOptions& o) {
+  const fs::path root(o.path);
+  std::error_code ec;
+  scan::RuleSet rules;
+  if (!o.config.empty()) {
+    auto loaded = scan::load_rules(o.config);
+    if (!loaded) {
+      std::cerr << "cutover scan: " << loaded.error().message << "\n";
+      return 2;
+    }
+    rules = std::move(*loaded);
+  } else if (fs::is_directory(root, ec) && fs::exists(root / ".gitleaks.toml", ec)) {
+    auto loaded = scan::load_rules(root / ".gitleaks.toml");
+    if (!loaded) {
+      std::cerr << "cutover scan: " << loaded.error().message << "\n";
+      return 2;
+    }
+    rules = std::move(*loaded);
+  } else {
+    rules = scan::default_rules();
+  }
+  std::set<std::string> ignored;
+  if (fs::is_directory(root, ec) && fs::exists(root / ".gitleaksignore", ec)) {
+    auto loaded = scan::load_ignore_file(root / ".gitleaksignore");
+    if (!loaded) {
+      std::cerr << "cutover scan: " << loaded.error().message << "\n";
+      return 2;
+    }
+    ignored = std::move(*loaded);
+  }
+  std::optional<scan::Baseline> baseline;
+  if (!o.baseline.empty()) {
+    auto loaded = scan::load_baseline(o.baseline);
+    if (!loaded) {
+      std::cerr << "cutover scan: " << loaded.error().message << "\n";
+      return 2;
+    }
+    baseline = std::move(*loaded);
+  }
+  // Compiled rule databases are cached by rule hash, like ccache: $XDG_CACHE_HOME/cutover/scan.
+  fs::path cache_dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg != '\0') {
+    cache_dir = fs::path(xdg) / "cutover" / "scan";
+  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    cache_dir = fs::path(home) / ".cache" / "cutover" / "scan";
+  }
+  auto scanner = scan::Scanner::create(
+      std::move(rules), scan::ScanOptions{.threads = o.threads, .cache_dir = cache_dir});
+  if (!scanner) {
+    std::cerr << "cutover scan: " << scanner.error().message << "\n";
+    return 2;
+  }
+  auto report = o.history ? (*scanner)->scan_history(
+                                root, o.since.empty() ? std::nullopt : std::optional(o.since))
+                          : (*scanner)->scan_directory(root);
+  if (!report) {
+    std::cerr << "cutover scan: " << report.error().message << "\n";
+    return 2;
+  }
+  scan::suppress(report->findings, ignored, baseline ? &*baseline : nullptr);
+  const auto format = o.format == "json"    ? scan::Format::Json
+                      : o.format == "sarif" ? scan::Format::Sarif
+                                            : scan::Format::Text;
+  std::cout << scan::format_report(*report, (*scanner)->rules(), format, o.redact);
+  std::cout.flush();
+  if (report->findings.empty() || o.mode == "report") return 0;
+  return 1;
 }
 
 int cmd_status(const ClientOptions& c, const std::string& service) {

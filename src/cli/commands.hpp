@@ -30,6 +30,18 @@ struct ProxyCommandOptions {
   bool no_takeover = false;
 };
 
+struct ScanCommandOptions {
+  std::string path = ".";
+  bool history = false;
+  std::string since;     // "" = whole history (with --history) or the working tree
+  std::string config;    // gitleaks TOML; "" = PATH/.gitleaks.toml if present, else the defaults
+  std::string baseline;  // JSON report of an earlier scan
+  std::string format = "text";
+  bool redact = true;          // --no-redact shows secrets
+  std::string mode = "block";  // block: findings exit 1 | report: exit 0
+  unsigned threads = 0;
+};
+
 // $CUTOVER_STATE_DIR, else /var/lib/cutover for root, else ~/.local/state/cutover.
 std::string default_state_dir();
 
@@ -38,6 +50,8 @@ int cmd_proxy(const ProxyCommandOptions& o);
 // check_files: also check that the files cutover.yaml names (TLS certificates, keys) are readable.
 int cmd_validate(const std::string& file, bool check_files);
 int cmd_schema();
+// Exit 0 clean (or mode report), 1 findings, 2 the scan could not run.
+int cmd_scan(const ScanCommandOptions& o);
 int cmd_status(const ClientOptions& c, const std::string& service);
 int cmd_history(const ClientOptions& c, const std::string& service);
 int cmd_executions(const ClientOptions& c, int limit);

@@ -60,6 +60,23 @@ int main(int argc, char** argv) {
 
   auto* schema = app.add_subcommand("schema", "Print the JSON Schema of cutover.yaml");
 
+  ScanCommandOptions scan;
+  auto* sc = app.add_subcommand("scan", "Scan files or git history for secrets (gitleaks rules)");
+  sc->add_option("path", scan.path, "Directory, file or repository to scan")->capture_default_str();
+  sc->add_flag("--history", scan.history, "Scan the lines each commit added, not the files");
+  sc->add_option("--since", scan.since, "With --history: only commits after REV (REV..HEAD)");
+  sc->add_option("--config", scan.config, "Rules in the gitleaks TOML format");
+  sc->add_option("--baseline", scan.baseline, "Ignore findings of this earlier JSON report");
+  sc->add_option("--format", scan.format, "text | json | sarif")
+      ->check(CLI::IsMember({"text", "json", "sarif"}))
+      ->capture_default_str();
+  sc->add_flag("--redact,!--no-redact", scan.redact,
+               "Replace secrets by REDACTED in the output (the default)");
+  sc->add_option("--mode", scan.mode, "block: exit 1 on findings | report: exit 0")
+      ->check(CLI::IsMember({"block", "report"}))
+      ->capture_default_str();
+  sc->add_option("--threads", scan.threads, "Worker threads (0 = all cores)");
+
   std::string service;
   auto* st = app.add_subcommand("status", "What runs where, traffic, deployment phase");
   st->add_option("service", service, "Only this service");
@@ -106,6 +123,10 @@ int main(int argc, char** argv) {
   if (p->parsed()) return cmd_proxy(proxy);
   if (v->parsed()) return cmd_validate(validate_file, !validate_no_file_checks);
   if (schema->parsed()) return cmd_schema();
+  if (sc->parsed()) {
+    scan.history = scan.history || !scan.since.empty();
+    return cmd_scan(scan);
+  }
   if (st->parsed()) return cmd_status(client, service);
   if (h->parsed()) return cmd_history(client, service);
   if (ex->parsed()) return cmd_executions(client, limit);

@@ -515,7 +515,7 @@ std::optional<Stage> parse_stage(Ctx& ctx, const YAML::Node& n, const std::strin
   Map m(ctx, n, path);
   if (!m.valid()) return std::nullopt;
   m.allow({"name", "run", "phases", "env", "secrets", "cache", "artifacts", "timeout", "scan",
-           "mode", "approval"});
+           "mode", "approval", "gate"});
   Stage s;
   if (const auto* v = m.require("name")) {
     if (auto name = read_name(ctx, *v, m.sub("name"))) s.name = *name;
@@ -546,7 +546,7 @@ std::optional<Stage> parse_stage(Ctx& ctx, const YAML::Node& n, const std::strin
   // Keys that only some kinds take.
   for (const auto& e : m.entries()) {
     static const std::set<std::string, std::less<>> kRunOnly = {"env", "secrets", "cache",
-                                                                "artifacts"};
+                                                                "artifacts", "gate"};
     bool misplaced = (e.key == "mode" && s.kind != StageKind::Scan) ||
                      (kRunOnly.count(e.key) && s.kind != StageKind::Run) ||
                      (e.key == "timeout" && s.kind == StageKind::Approval);
@@ -554,7 +554,8 @@ std::optional<Stage> parse_stage(Ctx& ctx, const YAML::Node& n, const std::strin
       std::string_view allowed = s.kind == StageKind::Scan ? "name, scan, mode, timeout"
                                  : s.kind == StageKind::Approval
                                      ? "name, approval (timeout goes inside approval)"
-                                     : "name, run, phases, env, secrets, cache, artifacts, timeout";
+                                     : "name, run, phases, env, secrets, cache, artifacts, "
+                                       "gate, timeout";
       ctx.error(e.key_node, path + ": key " + quote(e.key) + " is not allowed in a " +
                                 std::string(to_string(s.kind)) +
                                 " stage; allowed keys: " + std::string(allowed));
@@ -620,6 +621,36 @@ std::optional<Stage> parse_stage(Ctx& ctx, const YAML::Node& n, const std::strin
       }
       if (const auto* v = m.get("cache")) s.cache = read_paths(ctx, *v, m.sub("cache"));
       if (const auto* v = m.get("artifacts")) s.artifacts = read_paths(ctx, *v, m.sub("artifacts"));
+      if (const auto* v = m.get("gate")) {
+        Map g(ctx, *v, m.sub("gate"));
+        g.allow({"sarif", "fail_on", "mode"});
+        Stage::SarifGate gate;
+        if (const auto* p = g.require("sarif")) {
+          if (p->IsScalar()) {
+            auto paths = read_paths(ctx, *p, g.sub("sarif"));
+            if (!paths.empty()) gate.sarif = paths.front();
+          } else {
+            ctx.error(*p, g.sub("sarif") + " must be a path to a SARIF file");
+          }
+        }
+        if (const auto* f = g.get("fail_on")) {
+          if (auto k = read_enum<std::string>(ctx, *f, g.sub("fail_on"),
+                                              {{"error", "error"},
+                                               {"warning", "warning"},
+                                               {"note", "note"},
+                                               {"none", "none"}})) {
+            gate.fail_on = *k;
+          }
+        }
+        if (const auto* md = g.get("mode")) {
+          if (auto k =
+                  read_enum<ScanMode>(ctx, *md, g.sub("mode"),
+                                      {{"block", ScanMode::Block}, {"report", ScanMode::Report}})) {
+            gate.mode = *k;
+          }
+        }
+        if (g.valid()) s.gate = gate;
+      }
       break;
     }
   }

@@ -60,6 +60,14 @@ struct Stage {
   std::vector<std::string> cache;         // paths relative to the checkout
   std::vector<std::string> artifacts;     // paths relative to the checkout; non-empty = releasable
   std::optional<core::Duration> timeout;  // Run and Scan; absent = kDefaultStageTimeout
+  // StageKind::Run: `gate: { sarif: PATH, fail_on: error, mode: block }` — a SARIF 2.1.0 log the
+  // stage's commands wrote (semgrep, trivy, ...) decides the stage like a scan gate does.
+  struct SarifGate {
+    std::string sarif;              // relative to the checkout
+    std::string fail_on = "error";  // error | warning | note | none
+    ScanMode mode = ScanMode::Block;
+  };
+  std::optional<SarifGate> gate;
   // StageKind::Scan
   ScanKind scan = ScanKind::Secrets;
   ScanMode mode = ScanMode::Block;

@@ -73,7 +73,12 @@ Json stage() {
        {"timeout", duration("default 1h")},
        {"scan", enumeration({"secrets", "config"}, "built-in gate")},
        {"mode", enumeration({"block", "report"}, "default block")},
-       {"approval", object({{"timeout", duration("default 24h; timeout = rejected")}})}},
+       {"approval", object({{"timeout", duration("default 24h; timeout = rejected")}})},
+       {"gate",
+        object({{"sarif", {{"type", "string"}, {"description", "SARIF 2.1.0 log the stage wrote"}}},
+                {"fail_on", enumeration({"error", "warning", "note", "none"}, "default error")},
+                {"mode", enumeration({"block", "report"}, "default block")}},
+               {"sarif"})}},
       {"name"});
 }
 

@@ -96,6 +96,27 @@ class StageRunner {
     return {StageStatus::Failed, std::string(gate_name) + " gate: " + r.error().message, {}};
   }
 
+  // `gate:` on a run stage: the SARIF log its commands wrote decides it, like a scan stage.
+  std::optional<StageOutcome> run_sarif_gate() {
+    const auto& g = *stage_.gate;
+    const scan::SarifLevel level = g.fail_on == "none"      ? scan::SarifLevel::None
+                                   : g.fail_on == "note"    ? scan::SarifLevel::Note
+                                   : g.fail_on == "warning" ? scan::SarifLevel::Warning
+                                                            : scan::SarifLevel::Error;
+    note("gate: reading " + g.sarif + " (fail_on " + g.fail_on + ")");
+    auto r = scan::run_sarif_gate(ctx_.workspace, g.sarif, level);
+    if (r) {
+      note("gate passed");
+      return std::nullopt;
+    }
+    note(r.error().message);
+    if (g.mode == config::ScanMode::Report) {
+      note("mode report: recorded, not blocking");
+      return std::nullopt;
+    }
+    return StageOutcome{StageStatus::Failed, r.error().message, {}};
+  }
+
   Result<std::map<std::string, std::string>> build_env() {
     std::map<std::string, std::string> vars = {{"COMMIT_SHA", ctx_.commit_sha},
                                                {"COMMIT_SHORT", ctx_.commit_short},
@@ -275,6 +296,9 @@ class StageRunner {
     }
     if (build_failure) return *build_failure;
 
+    if (stage_.gate) {
+      if (auto bad = run_sarif_gate()) return *bad;
+    }
     save_cache();
     StageOutcome ok{StageStatus::Succeeded, "", {}};
     if (!stage_.artifacts.empty()) {

@@ -25,7 +25,8 @@
 //    after it succeeds.
 //  - After success, `artifacts:` are put into the registry; the outcome carries the Artifact.
 //
-// A `scan` stage calls scan::run_gate on the workspace: mode block fails the stage on a finding or
+// A `scan` stage calls scan::run_gate on the workspace (secrets: every file of the checkout, with
+// its .gitleaks.toml and .gitleaksignore): mode block fails the stage on a finding or
 // when the gate cannot run; mode report logs it and passes. An `approval` stage fails for now.
 // The first stage that does not succeed ends the execution; the stages after it are Skipped: for
 // them the Observer gets on_stage_end (status Skipped) but no on_stage_start, and no command runs.

@@ -262,21 +262,72 @@ TEST_F(PipelineTest, ScanAndApprovalStagesFailClearly) {
   StageSpec scan;
   scan.name = "secrets";
   scan.kind = StageKind::Scan;
-  scan.mode = cutover::config::ScanMode::Report;
+  scan.mode = cutover::config::ScanMode::Block;
   StageSpec approve;
   approve.name = "approve";
   approve.kind = StageKind::Approval;
+  // A clean workspace passes the secrets gate.
   auto result = run({scan, approve});
   EXPECT_FALSE(result.succeeded);
-  // scan::run_gate is not available yet: report mode records and passes, block mode fails.
   EXPECT_EQ(result.stages[0].outcome.status, StageStatus::Succeeded);
   EXPECT_EQ(result.stages[1].outcome.status, StageStatus::Failed);
   EXPECT_NE(result.stages[1].outcome.message.find("approval stages arrive"), std::string::npos);
 
-  scan.mode = cutover::config::ScanMode::Block;
+  // A planted secret fails a blocking gate, with the finding (not the secret) in the message.
+  const std::string secret = "sk_live_1Qh6yYTWmE4lBYOvfZ8UzDzV";
+  {
+    std::ofstream out(ctx_.workspace / "pay.env");
+    out << "STRIPE=" << secret << "\n";
+  }
   result = run({scan});
-  EXPECT_NE(result.stages[0].outcome.status, StageStatus::Skipped);
-  if (!result.succeeded) EXPECT_NE(result.message.find("secrets gate"), std::string::npos);
+  EXPECT_FALSE(result.succeeded);
+  EXPECT_EQ(result.stages[0].outcome.status, StageStatus::Failed);
+  EXPECT_NE(result.message.find("secrets gate: 1 secret found"), std::string::npos)
+      << result.message;
+  EXPECT_NE(result.message.find("pay.env:1:8: stripe-secret-key"), std::string::npos)
+      << result.message;
+  EXPECT_EQ(result.message.find(secret), std::string::npos);
+
+  // Report mode records the same finding and passes.
+  scan.mode = cutover::config::ScanMode::Report;
+  result = run({scan});
+  EXPECT_TRUE(result.succeeded) << result.message;
+  bool logged = false;
+  for (const auto& l : logs_)
+    logged = logged || l.find("mode report: recorded") != std::string::npos;
+  EXPECT_TRUE(logged);
+}
+
+TEST_F(PipelineTest, SarifGateOnARunStageBlocksOrReports) {
+  // The stage's command plays an external scanner that writes SARIF.
+  const std::string sarif =
+      R"({"version":"2.1.0","runs":[{"tool":{"driver":{"name":"fake-scanner"}},"results":[)"
+      R"({"ruleId":"CVE-2024-0001","level":"error","message":{"text":"vulnerable"},)"
+      R"("locations":[{"physicalLocation":{"artifactLocation":{"uri":"go.sum"},"region":{"startLine":7}}}]}]}]})";
+  StageSpec s =
+      run_stage("scanner", {"mkdir -p reports && printf '%s' '" + sarif + "' > reports/out.sarif"});
+  s.gate = cutover::config::Stage::SarifGate{"reports/out.sarif", "error",
+                                             cutover::config::ScanMode::Block};
+  auto after = run_stage("after", {"touch after-ran"});
+  auto result = run({s, after});
+  EXPECT_FALSE(result.succeeded);
+  EXPECT_EQ(result.stages[0].outcome.status, StageStatus::Failed);
+  EXPECT_NE(result.message.find("go.sum:7: error CVE-2024-0001 [fake-scanner]"), std::string::npos)
+      << result.message;
+  EXPECT_FALSE(fs::exists(ctx_.workspace / "after-ran"));
+
+  s.gate->mode = cutover::config::ScanMode::Report;
+  EXPECT_TRUE(run({s}).succeeded);
+  s.gate->mode = cutover::config::ScanMode::Block;
+  s.gate->fail_on = "none";
+  EXPECT_TRUE(run({s}).succeeded);
+  // A stage that did not write its report fails a blocking gate.
+  s.gate->fail_on = "error";
+  s.gate->sarif = "reports/missing.sarif";
+  result = run({s});
+  EXPECT_FALSE(result.succeeded);
+  EXPECT_NE(result.message.find("cannot read reports/missing.sarif"), std::string::npos)
+      << result.message;
 }
 
 TEST_F(PipelineTest, CacheIsKeptBetweenExecutions) {
