@@ -42,5 +42,12 @@ int cmd_status(const ClientOptions& c, const std::string& service);
 int cmd_history(const ClientOptions& c, const std::string& service);
 int cmd_executions(const ClientOptions& c, int limit);
 int cmd_logs(const ClientOptions& c, const std::string& execution, bool follow);
+// `secrets set NAME`: the value is read from stdin (hidden when it is a terminal).
+int cmd_secrets_set(const ClientOptions& c, const std::string& name, bool keep_newline);
+int cmd_secrets_list(const ClientOptions& c);
+int cmd_secrets_rm(const ClientOptions& c, const std::string& name);
+// Internal: the log copier between a task and its log file (runtime/log_copier.hpp); stdin is the
+// task's output.
+int cmd_task_log(const std::string& log_file);
 
 }  // namespace cutover::cli

@@ -52,10 +52,6 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
                        ": tasks with more than one container are not supported yet");
   }
   const config::Container& c = service.task.containers.front();
-  if (!c.secrets.empty()) {
-    return core::Error("service " + service.name + ", container " + c.name +
-                       ": secrets are not available in this build yet (no secret store)");
-  }
   if (c.command.empty()) {
     return core::Error("service " + service.name + ", container " + c.name + ": no command");
   }
@@ -66,6 +62,9 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
   spec.color = std::string(deploy::to_string(color));
   spec.command = c.command;
   spec.env = c.env;
+  auto secret_env = resolve_secrets(c.secrets, "service " + service.name + ", container " + c.name);
+  if (!secret_env) return secret_env.error();
+  spec.secrets = std::move(*secret_env);
   spec.workdir = release.artifact_path;
   spec.log_dir = task_log_dir();
   spec.stop_signal = c.stop_signal_number;

@@ -108,10 +108,7 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
   ctx.cache_root = opts.state_dir / "cache";
   ctx.base_env = core::minimal_environment();
   ctx.clock = &clock;
-  ctx.resolve_secret = [](const std::string& name) -> core::Result<std::string> {
-    return core::Error("secret \"" + name +
-                       "\" cannot be resolved: this build has no secret store yet");
-  };
+  ctx.resolve_secret = [this](const std::string& name) { return secrets->get(name); };
 
   pipeline::Observer obs;
   obs.on_stage_start = [&](int index, const std::string& name) {

@@ -19,6 +19,7 @@
 #include "registry/registry.hpp"
 #include "runtime/runtime.hpp"
 #include "source/source.hpp"
+#include "store/secrets.hpp"
 #include "store/store.hpp"
 
 namespace cutover::controller {
@@ -27,6 +28,7 @@ struct Controller::Impl {
   Options opts;
   core::Clock& clock;
   std::unique_ptr<store::Store> store;
+  std::unique_ptr<store::SecretStore> secrets;
   std::unique_ptr<source::GitSource> source;
   std::unique_ptr<registry::Registry> registry;
   runtime::PortAllocator ports;
@@ -79,6 +81,12 @@ struct Controller::Impl {
   // ---- configs of releases (config_cache.cpp-free: stored in meta) ---------------------------
   core::Result<std::shared_ptr<const config::Config>> config_at(
       const std::string& commit_sha) const;
+
+  // ---- secrets (secrets.cpp) -------------------------------------------------------------------
+  // env var -> value for a `secrets:` map; the error names the secret, the variable and `where`
+  // ("service web, container app").
+  core::Result<std::map<std::string, std::string>> resolve_secrets(
+      const std::map<std::string, std::string>& env_to_name, const std::string& where) const;
 
   // ---- deployments (deployer.cpp) ---------------------------------------------------------------
   void deploy_release(const config::Service& service, const store::Release& release);
