@@ -4,6 +4,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -109,6 +110,19 @@ std::optional<json> call_json(const ClientOptions& c, std::string_view method,
 
 std::optional<json> get_json(const ClientOptions& c, const std::string& path) {
   return call_json(c, "GET", path);
+}
+
+// Percent-encodes a path segment (keeping '/', which separates a secret name's segments).
+std::string encode_path(std::string_view s) {
+  std::string out;
+  for (unsigned char ch : s) {
+    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~' || ch == '/') {
+      out.push_back(static_cast<char>(ch));
+    } else {
+      out += fmt::format("%{:02X}", ch);
+    }
+  }
+  return out;
 }
 
 std::string str(const json& j, const char* key, const char* fallback = "-") {
@@ -361,7 +375,7 @@ int cmd_secrets_set(const ClientOptions& c, const std::string& name, bool keep_n
               << name << "`)\n";
     return 2;
   }
-  auto j = call_json(c, "PUT", "/v1/secrets/" + name, *value);
+  auto j = call_json(c, "PUT", "/v1/secrets/" + encode_path(name), *value);
   std::fill(value->begin(), value->end(), '\0');
   if (!j) return 1;
   std::cout << fmt::format("secret {} set (version {})\n", str(*j, "name"), str(*j, "version"));
@@ -384,7 +398,7 @@ int cmd_secrets_list(const ClientOptions& c) {
 }
 
 int cmd_secrets_rm(const ClientOptions& c, const std::string& name) {
-  auto j = call_json(c, "DELETE", "/v1/secrets/" + name);
+  auto j = call_json(c, "DELETE", "/v1/secrets/" + encode_path(name));
   if (!j) return 1;
   std::cout << fmt::format("secret {} removed\n", str(*j, "name"));
   return 0;
