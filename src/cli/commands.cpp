@@ -404,6 +404,9 @@ int cmd_secrets_rm(const ClientOptions& c, const std::string& name) {
   return 0;
 }
 
-int cmd_task_log(const std::string& log_file) { return runtime::run_log_copier(log_file, 0); }
+int cmd_task_log(const std::string& log_file, bool k8s_file) {
+  return runtime::run_log_copier(log_file, 0,
+                                 k8s_file ? runtime::LogFormat::K8sFile : runtime::LogFormat::Raw);
+}
 
 }  // namespace cutover::cli

@@ -47,7 +47,7 @@ int cmd_secrets_set(const ClientOptions& c, const std::string& name, bool keep_n
 int cmd_secrets_list(const ClientOptions& c);
 int cmd_secrets_rm(const ClientOptions& c, const std::string& name);
 // Internal: the log copier between a task and its log file (runtime/log_copier.hpp); stdin is the
-// task's output.
-int cmd_task_log(const std::string& log_file);
+// task's output (conmon's k8s-file records when k8s_file, for podman tasks).
+int cmd_task_log(const std::string& log_file, bool k8s_file);
 
 }  // namespace cutover::cli

@@ -102,6 +102,9 @@ int main(int argc, char** argv) {
   std::string task_log_file;
   auto* tl = app.add_subcommand("task-log", "");  // internal: the log copier of a task (no help)
   tl->add_option("--log", task_log_file, "Log file to append to")->required();
+  std::string task_log_format = "raw";
+  tl->add_option("--format", task_log_format, "raw | k8s-file")
+      ->check(CLI::IsMember({"raw", "k8s-file"}));
   tl->group("");
 
   CLI11_PARSE(app, argc, argv);
@@ -115,7 +118,7 @@ int main(int argc, char** argv) {
   if (h->parsed()) return cmd_history(client, service);
   if (ex->parsed()) return cmd_executions(client, limit);
   if (l->parsed()) return cmd_logs(client, execution, follow);
-  if (tl->parsed()) return cmd_task_log(task_log_file);
+  if (tl->parsed()) return cmd_task_log(task_log_file, task_log_format == "k8s-file");
   if (sec_set->parsed()) return cmd_secrets_set(client, secret_name, keep_newline);
   if (sec_list->parsed()) return cmd_secrets_list(client);
   if (sec_rm->parsed()) return cmd_secrets_rm(client, secret_name);

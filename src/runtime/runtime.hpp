@@ -80,7 +80,12 @@ struct TaskSpec {
   // Secret values by environment variable name, added after env (not ${...}-expanded). Their
   // values are masked as "***" in the task's log (log_copier.hpp).
   std::map<std::string, std::string> secrets;
-  std::filesystem::path workdir;  // the unpacked artifact directory
+  std::filesystem::path workdir;  // the unpacked artifact directory (process driver)
+  // Podman driver: the image, and the port the program listens on inside the container (PORT is
+  // set to it there; the allocated host port on 127.0.0.1 is published to it). command, when not
+  // empty, replaces the image's command.
+  std::string image;
+  int container_port = 0;
   std::filesystem::path log_dir;  // created if missing
   int stop_signal = SIGTERM;
   std::chrono::milliseconds stop_timeout{10000};

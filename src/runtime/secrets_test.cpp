@@ -1,6 +1,8 @@
 // Secrets in tasks: injected as environment variables, masked as *** in the task's log by the log
 // copier (a real process between the task and its log file).
+#include <fcntl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <thread>
@@ -10,6 +12,7 @@
 
 #include "core/fs.hpp"
 #include "core/temp_dir.hpp"
+#include "runtime/log_copier.hpp"
 #include "runtime/runtime.hpp"
 
 namespace cutover::runtime {
@@ -141,6 +144,37 @@ TEST_F(TaskSecrets, TasksWithoutSecretsWriteTheirLogDirectly) {
   ASSERT_TRUE(task.ok()) << task.error().message;
   ASSERT_TRUE(within(20s, [&] { return log_of(*task) == "plain\n"; }));
   ASSERT_TRUE(driver_.stop(*task).ok());
+}
+
+}  // namespace
+}  // namespace cutover::runtime
+
+namespace cutover::runtime {
+namespace {
+
+// The copier's k8s-file mode (podman tasks): conmon's records are unwrapped, partial records are
+// joined per stream, and a value split across two partial records is still masked.
+TEST(LogCopierK8sFile, UnwrapsRecordsAndMasksAcrossPartials) {
+  core::TempDir dir("runtime-copier-test");
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  auto copier = spawn_log_copier({RUNTIME_LOG_COPIER}, dir.path() / "t.log", {"hunter2-value"},
+                                 fds[0], LogFormat::K8sFile);
+  ::close(fds[0]);
+  ASSERT_TRUE(copier.ok()) << copier.error().message;
+  const std::string records =
+      "2026-11-23T13:49:37.160820680+00:00 stdout F one\n"
+      "2026-11-23T13:49:37.160820680+00:00 stdout P pass=hunter\n"
+      "2026-11-23T13:49:37.161525058+00:00 stderr F err hunter2-value\n"
+      "2026-11-23T13:49:38.167484604+00:00 stdout P 2-val\n"
+      "2026-11-23T13:49:38.167484604+00:00 stdout F ue end\n"
+      "2026-11-23T13:49:38.167484604+00:00 stdout P unfinished";
+  ASSERT_EQ(::write(fds[1], records.data(), records.size()), static_cast<ssize_t>(records.size()));
+  ::close(fds[1]);
+  auto status = core::wait_for_exit(*copier, 20s);
+  ASSERT_TRUE(status.ok()) << status.error().message;
+  EXPECT_TRUE(status->success()) << status->to_string();
+  EXPECT_EQ(*core::read_file(dir.path() / "t.log"), "one\nerr ***\npass=*** end\nunfinished\n");
 }
 
 }  // namespace
