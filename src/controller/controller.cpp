@@ -51,6 +51,9 @@ core::Result<std::unique_ptr<Controller>> Controller::create(Options options, co
   runtime::ProcessDriverOptions driver_options;
   if (!impl->opts.self_exe.empty()) driver_options.log_copier = {impl->opts.self_exe, "task-log"};
   impl->driver = std::make_unique<runtime::ProcessDriver>(impl->ports, driver_options);
+  runtime::PodmanDriverOptions podman_options;
+  podman_options.log_copier = driver_options.log_copier;
+  impl->podman = std::make_unique<runtime::PodmanDriver>(impl->ports, podman_options);
   impl->proxy_admin = std::make_unique<proxy::AdminClient>(impl->admin_socket());
   return std::unique_ptr<Controller>(new Controller(std::move(impl)));
 }
@@ -113,7 +116,9 @@ void Controller::Impl::tick() {
   // Tasks that exited on their own: record them and take them out of the routes. (Restarts with
   // backoff and crash-loop detection arrive with the runtime issue.)
   bool routes_changed = false;
-  for (const auto& exit : driver->reap()) {
+  auto exits = driver->reap();
+  for (auto& exit : podman->reap()) exits.push_back(std::move(exit));
+  for (const auto& exit : exits) {
     core::logger()->warn("runtime: task {} (pid {}) exited unexpectedly: {}", exit.task_id,
                          exit.pid, exit.status ? exit.status->to_string() : "status unknown");
     (void)store->update_task_status(exit.task_id, store::TaskStatus::Failed);

@@ -154,23 +154,28 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
     for (const auto& sr : result->stages) {
       if (sr.name == svc.artifact && sr.outcome.artifact) art = &*sr.outcome.artifact;
     }
-    if (!art)
+    // A podman service without `artifact:` runs its image alone: its release has no artifact.
+    const bool image_only = svc.driver == config::Driver::Podman && svc.artifact.empty();
+    if (!art && !image_only)
       return fail("service " + svc.name + ": stage " + svc.artifact + " produced no artifact");
-    if (auto r = registry->tag(svc.name, commit.short_sha, art->digest); !r) {
-      return fail("service " + svc.name + ": " + r.error().message);
+    if (art) {
+      if (auto r = registry->tag(svc.name, commit.short_sha, art->digest); !r) {
+        return fail("service " + svc.name + ": " + r.error().message);
+      }
     }
     store::Release rel;
     rel.service = svc.name;
     rel.commit_sha = commit.sha;
     rel.execution_id = id;
-    rel.artifact_digest = art->digest;
-    rel.artifact_path = art->path.string();
+    rel.artifact_digest = art ? art->digest : "";
+    rel.artifact_path = art ? art->path.string() : "";
     rel.task_revision = commit.short_sha;
     auto saved = store->insert_release(rel);
     if (!saved) return fail(saved.error().message);
     releases.emplace_back(&svc, *saved);
     sink.add("pipeline", store::LogStream::System,
-             "release " + saved->id + " of " + svc.name + ": " + art->digest);
+             "release " + saved->id + " of " + svc.name + ": " +
+                 (art ? art->digest : "image only (no artifact)"));
   }
   // Remember every service ever configured (status lists them).
   std::vector<std::string> names;

@@ -17,6 +17,7 @@
 #include "proxy/admin_client.hpp"
 #include "proxy/snapshot.hpp"
 #include "registry/registry.hpp"
+#include "runtime/podman_driver.hpp"
 #include "runtime/runtime.hpp"
 #include "source/source.hpp"
 #include "store/secrets.hpp"
@@ -33,6 +34,7 @@ struct Controller::Impl {
   std::unique_ptr<registry::Registry> registry;
   runtime::PortAllocator ports;
   std::unique_ptr<runtime::ProcessDriver> driver;
+  std::unique_ptr<runtime::PodmanDriver> podman;  // services with `driver: podman`
   std::unique_ptr<proxy::AdminClient> proxy_admin;
   pid_t proxy_pid = 0;  // when this controller started the proxy (our child, to be reaped)
 
@@ -87,6 +89,14 @@ struct Controller::Impl {
   // ("service web, container app").
   core::Result<std::map<std::string, std::string>> resolve_secrets(
       const std::map<std::string, std::string>& env_to_name, const std::string& where) const;
+
+  // ---- drivers (drivers.cpp)
+  // --------------------------------------------------------------------- The driver a service's
+  // config asks for, and the one that started a recorded task (the store keeps it per task in meta
+  // "task.driver/<task_id>"; absent = process).
+  runtime::Driver& driver_for(const config::Service& service);
+  runtime::Driver& driver_of(const std::string& task_id);
+  core::Result<void> record_driver(const std::string& task_id, const config::Service& service);
 
   // ---- deployments (deployer.cpp) ---------------------------------------------------------------
   void deploy_release(const config::Service& service, const store::Release& release);

@@ -42,7 +42,7 @@ core::Result<void> Controller::Impl::recover() {
   if (!tasks) return tasks.error();
   int adopted = 0;
   for (const auto& t : *tasks) {
-    if (auto r = driver->adopt(to_runtime_task(t)); r) {
+    if (auto r = driver_of(t.task_id).adopt(to_runtime_task(t)); r) {
       ++adopted;
     } else {
       core::logger()->warn("runtime: task {} of {} is gone ({}); recorded as stopped", t.task_id,
@@ -77,7 +77,7 @@ core::Result<void> Controller::Impl::recover() {
     for (const auto& t : *running) {
       const bool green_task = t.release_id == dep.release_id;
       if (moved == green_task) continue;  // keep what serves production
-      (void)driver->stop(to_runtime_task(t));
+      (void)driver_of(t.task_id).stop(to_runtime_task(t));
       (void)store->update_task_status(t.task_id, store::TaskStatus::Stopped);
     }
     store::DeploymentUpdate u;

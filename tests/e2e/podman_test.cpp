@@ -5,7 +5,10 @@
 // run containers.
 #include <signal.h>
 
+#include <regex>
+
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "core/id.hpp"
 #include "harness.hpp"
@@ -16,6 +19,7 @@ namespace cutover::e2e {
 namespace {
 
 namespace fs = std::filesystem;
+using nlohmann::json;
 using namespace std::chrono_literals;
 
 const std::string kToken = "tok-" + std::string("Pd9Vx2Qa");
@@ -179,6 +183,108 @@ TEST_F(Podman, TaskSetBehindTheProxyReadoptedByLabelsAndStopped) {
         return ended == 2;
       },
       30s));
+}
+
+// The same through `cutover serve`: a service with `driver: podman` in cutover.yaml is deployed
+// behind the proxy, and a controller killed with SIGKILL and started again re-adopts the same
+// containers (by their labels) instead of starting new ones.
+TEST_F(Podman, ServeDeploysADriverPodmanServiceAndReadoptsItAfterSigkill) {
+  const fs::path app = dir_.path() / "app";
+  const fs::path state = dir_.path() / "state";
+  const int port = free_port();
+  fs::create_directories(app);
+  write_text(app / "cutover.yaml", R"(version: 1
+pipeline:
+  trigger: { branch: main }
+  stages:
+    - name: check
+      run: "true"
+services:
+  ctr:
+    driver: podman
+    task:
+      containers:
+        - name: app
+          image: IMAGE
+          port: 8080
+          command: [/bin/busybox, httpd, -f, -p, "${PORT}", -h, /www]
+          stop_timeout: 2s
+      count: 2
+    listeners:
+      production: 127.0.0.1:PRODUCTION_PORT
+    target_health:
+      path: /health
+      interval: 1s
+      healthy_threshold: 2
+    deployment:
+      strategy: blue_green
+      traffic: { type: all_at_once }
+      drain_timeout: 2s
+)");
+  std::string yaml = read_text(app / "cutover.yaml");
+  yaml = std::regex_replace(yaml, std::regex("IMAGE"), image_);
+  yaml = std::regex_replace(yaml, std::regex("PRODUCTION_PORT"), std::to_string(port));
+  write_text(app / "cutover.yaml", yaml);
+  auto valid = run({CUTOVER_BIN, "validate", (app / "cutover.yaml").string()});
+  ASSERT_EQ(valid.exit_code, 0) << valid.err;
+  sh(app, "git init -q -b main && git add -A && git commit -q -m 'containers'");
+
+  const auto serve = [&] {
+    return std::make_unique<Child>(
+        std::vector<std::string>{CUTOVER_BIN, "serve", "--repo", app.string(), "--state-dir",
+                                 state.string(), "--api", "127.0.0.1:0", "--poll", "250ms"},
+        dir_.path() / "serve.log");
+  };
+  const auto status = [&] {
+    auto r = run({CUTOVER_BIN, "status", "--state-dir", state.string(), "-o", "json"});
+    return r.exit_code == 0 ? json::parse(r.out, nullptr, false) : json();
+  };
+  const auto task_ids = [&] {
+    std::vector<std::string> ids;
+    json st = status();
+    if (!st.is_object() || st["services"].empty()) return ids;
+    for (const auto& t : st["services"][0]["tasks"]) ids.push_back(t["id"]);
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  };
+  struct Cleanup {
+    std::function<void()> fn;
+    ~Cleanup() { fn(); }
+  } cleanup{[&] {
+    (void)run({"/bin/sh", "-c",
+               "podman rm -f $(podman ps -aq --filter label=cutover.service=ctr) >/dev/null "
+               "2>&1; pkill -KILL -f -- '--admin-socket " +
+                   (state / "proxy").string() + "'"});
+  }};
+
+  auto controller = serve();
+  ASSERT_TRUE(wait_for(
+      [&] {
+        auto r = http_get(port, "/");
+        return r.status == 200 && r.body == "hello from podman\n";
+      },
+      180s))
+      << read_text(dir_.path() / "serve.log");
+  const std::vector<std::string> before = task_ids();
+  ASSERT_EQ(before.size(), 2u) << status().dump(2);
+  auto ps =
+      run({"podman", "ps", "--filter", "label=cutover.service=ctr", "--format", "{{.Names}}"});
+  for (const auto& id : before) {
+    EXPECT_NE(ps.out.find("cutover-" + id), std::string::npos) << ps.out;
+  }
+
+  controller->kill(SIGKILL);
+  ASSERT_TRUE(controller->wait(10s).has_value());
+  EXPECT_EQ(http_get(port, "/").status, 200);  // the proxy and the containers kept serving
+  controller = serve();
+  ASSERT_TRUE(wait_for([&] { return task_ids() == before; }, 60s))
+      << read_text(dir_.path() / "serve.log");
+  EXPECT_NE(read_text(dir_.path() / "serve.log").find("re-adopted 2 running task(s)"),
+            std::string::npos);
+  ps = run({"podman", "ps", "--filter", "label=cutover.service=ctr", "--format", "{{.Names}}"});
+  EXPECT_EQ(std::count(ps.out.begin(), ps.out.end(), '\n'), 2) << ps.out;
+  EXPECT_EQ(http_get(port, "/").status, 200);
+  controller.reset();
 }
 
 }  // namespace
