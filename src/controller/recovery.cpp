@@ -51,6 +51,19 @@ core::Result<void> Controller::Impl::recover() {
     }
   }
   if (!tasks->empty()) core::logger()->info("runtime: re-adopted {} running task(s)", adopted);
+  // Containers cutover labelled that the store does not know: reported, never removed here.
+  if (auto containers = podman->list_containers(); containers) {
+    for (const auto& c : *containers) {
+      bool known = false;
+      for (const auto& t : *tasks) known = known || t.task_id == c.task_id;
+      if (!known && c.state == "running") {
+        core::logger()->warn(
+            "runtime: container {} (service {}) carries cutover's labels but no task record; left "
+            "running (remove it with `podman rm -f {}` if it is not needed)",
+            c.name, c.service, c.name);
+      }
+    }
+  }
 
   // Deployments a crash interrupted: if production had already moved to green (the live release
   // is the deployment's), finish it by stopping blue; otherwise stop green and keep blue.

@@ -27,6 +27,8 @@ using std::chrono::milliseconds;
 // After a container stopped, how long its log copier may take to write what is left and exit.
 constexpr milliseconds kCopierDrainWait{5000};
 constexpr size_t kMaxCommandOutput = 64 * 1024;
+// How many host ports a start tries when podman finds the allocated one taken.
+constexpr int kPortAttempts = 3;
 
 std::string describe(const Task& task) {
   return "task " + task.task_id + " (container " + PodmanDriver::container_name(task.task_id) + ")";
@@ -166,47 +168,64 @@ core::Result<Task> PodmanDriver::start(const TaskSpec& spec) {
   for (const auto& [k, v] : spec.secrets) env[k] = v;
   for (const auto& [k, v] : vars) env[k] = v;
 
-  core::SpawnSpec run;
-  run.argv = {options_.podman};
-  run.argv.insert(run.argv.end(), options_.global_args.begin(), options_.global_args.end());
+  // The host port was bindable when allocated, but another program may take it before podman
+  // binds it: then podman fails to listen, and the task gets another port.
   const long stop_seconds = static_cast<long>((spec.stop_timeout.count() + 999) / 1000);
-  run.argv.insert(run.argv.end(), {"run",
-                                   "-d",
-                                   "--name",
-                                   name,
-                                   "--label",
-                                   "cutover.service=" + spec.service,
-                                   "--label",
-                                   "cutover.task_id=" + task.task_id,
-                                   "--label",
-                                   "cutover.color=" + spec.color,
-                                   "--label",
-                                   "cutover.revision=" + spec.revision,
-                                   "--label",
-                                   "cutover.port=" + std::to_string(task.port),
-                                   "-p",
-                                   "127.0.0.1:" + std::to_string(task.port) + ":" +
-                                       std::to_string(spec.container_port),
-                                   "--stop-signal",
-                                   std::to_string(spec.stop_signal),
-                                   "--stop-timeout",
-                                   std::to_string(stop_seconds),
-                                   "--log-driver",
-                                   "k8s-file",
-                                   "--log-opt",
-                                   "path=" + fifo.string()});
-  run.argv.insert(run.argv.end(), options_.run_args.begin(), options_.run_args.end());
-  run.env = core::minimal_environment();
-  for (const auto& [k, v] : env) {
-    run.argv.insert(run.argv.end(), {"--env", k});
-    run.env[k] = v;
-  }
-  run.argv.push_back(spec.image);
-  for (const auto& arg : spec.command) run.argv.push_back(config::expand_variables(arg, vars));
-  std::string output;
-  if (auto r = podman_with_env(run, &output, options_.command_timeout); !r.ok()) {
-    cleanup();
-    return fail(r.error());
+  for (int attempt = 1;; ++attempt) {
+    core::SpawnSpec run;
+    run.argv = {options_.podman};
+    run.argv.insert(run.argv.end(), options_.global_args.begin(), options_.global_args.end());
+    run.argv.insert(run.argv.end(), {"run",
+                                     "-d",
+                                     "--name",
+                                     name,
+                                     "--label",
+                                     "cutover.service=" + spec.service,
+                                     "--label",
+                                     "cutover.task_id=" + task.task_id,
+                                     "--label",
+                                     "cutover.color=" + spec.color,
+                                     "--label",
+                                     "cutover.revision=" + spec.revision,
+                                     "--label",
+                                     "cutover.port=" + std::to_string(task.port),
+                                     "-p",
+                                     "127.0.0.1:" + std::to_string(task.port) + ":" +
+                                         std::to_string(spec.container_port),
+                                     "--stop-signal",
+                                     std::to_string(spec.stop_signal),
+                                     "--stop-timeout",
+                                     std::to_string(stop_seconds),
+                                     "--log-driver",
+                                     "k8s-file",
+                                     "--log-opt",
+                                     "path=" + fifo.string()});
+    run.argv.insert(run.argv.end(), options_.run_args.begin(), options_.run_args.end());
+    run.env = core::minimal_environment();
+    for (const auto& [k, v] : env) {
+      run.argv.insert(run.argv.end(), {"--env", k});
+      run.env[k] = v;
+    }
+    run.argv.push_back(spec.image);
+    for (const auto& arg : spec.command) run.argv.push_back(config::expand_variables(arg, vars));
+    std::string output;
+    auto r = podman_with_env(run, &output, options_.command_timeout);
+    if (r.ok()) break;
+    const bool port_taken = output.find("address already in use") != std::string::npos ||
+                            output.find("cannot listen on the TCP port") != std::string::npos;
+    if (!port_taken || attempt == kPortAttempts) {
+      cleanup();
+      return fail(r.error());
+    }
+    std::string ignored;
+    (void)podman({"rm", "-f", name}, &ignored, options_.command_timeout);
+    auto other = ports_.allocate();
+    if (!other.ok()) {
+      cleanup();
+      return fail(other.error());
+    }
+    ports_.release(task.port);
+    task.port = *other;
   }
   write_end = core::UniqueFd();  // conmon holds the FIFO now: the copier ends when it does
 
