@@ -6,9 +6,13 @@ GET /health  -> 200 "ok"  (the target health check and liveness check)
 GET /version -> the version alone
 
 The version comes from the VERSION file next to this script; cutover sets PORT, REVISION, COLOR.
+Two knobs, set as env in cutover.yaml, let the end-to-end tests ship a bad release:
+  FAIL_PERCENT=N  -> every request to / is answered 500 with probability N% (a broken version)
+  UNHEALTHY=1     -> /health answers 503 (a version that never passes its health checks)
 """
 import http.server
 import os
+import random
 import signal
 import socketserver
 import sys
@@ -18,19 +22,24 @@ with open(os.path.join(HERE, "VERSION")) as f:
     VERSION = f.read().strip()
 REVISION = os.environ.get("REVISION", "unknown")[:7]
 COLOR = os.environ.get("COLOR", "-")
+FAIL_PERCENT = float(os.environ.get("FAIL_PERCENT", "0"))
+UNHEALTHY = os.environ.get("UNHEALTHY", "") not in ("", "0")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        status = 200
         if self.path == "/health":
-            body = b"ok\n"
+            status, body = (503, b"unhealthy\n") if UNHEALTHY else (200, b"ok\n")
         elif self.path == "/version":
             body = (VERSION + "\n").encode()
+        elif FAIL_PERCENT > 0 and random.uniform(0, 100) < FAIL_PERCENT:
+            status, body = 500, f"{VERSION} failed\n".encode()
         else:
             body = f"hello from {VERSION} (revision {REVISION}, {COLOR})\n".encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

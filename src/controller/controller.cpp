@@ -265,7 +265,8 @@ core::Result<json> Controller::status(const std::string& service_filter) const {
                              {"commit", commit},
                              {"phase", dep->phase},
                              {"status", std::string(store::to_string(dep->status))},
-                             {"reason", dep->reason}};
+                             {"reason", dep->reason},
+                             {"state", json::parse(dep->state_json, nullptr, false)}};
     }
     s["tasks"] = json::array();
     auto tasks = impl.store->list_running_tasks(name);

@@ -1,11 +1,14 @@
 // The imperative shell around deploy::decide (DESIGN.md §3): persist each decision with its
 // commands (outbox) in one transaction, execute the commands, feed their results back as events.
 #include <deque>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
 #include "controller/internal.hpp"
+#include "core/duration.hpp"
 #include "core/log.hpp"
+#include "core/process.hpp"
 
 namespace cutover::controller {
 
@@ -15,17 +18,24 @@ namespace {
 
 json state_json(const deploy::Deployment& d) {
   return json{{"phase", std::string(deploy::to_string(d.phase))},
+              {"wait", std::string(deploy::to_string(d.wait))},
               {"green", std::string(deploy::to_string(d.green))},
               {"green_started", d.green_started},
               {"green_healthy", d.green_healthy},
-              {"reason", d.reason},
-              {"install_timeout_ms", d.install_timeout.count()},
-              {"stop_timeout_ms", d.stop_timeout.count()}};
+              {"test_traffic_on_green", d.test_traffic_on_green},
+              {"weight", d.weight},
+              {"step", d.step},
+              {"steps", d.schedule.size()},
+              {"alarms", std::string(deploy::to_string(d.alarms))},
+              {"reason", d.reason}};
 }
 
 json command_json(const deploy::Command& c) {
-  return json{{"kind", std::string(deploy::to_string(c.kind))},
-              {"color", std::string(deploy::to_string(c.color))}};
+  json j{{"kind", std::string(deploy::to_string(c.kind))},
+         {"color", std::string(deploy::to_string(c.color))}};
+  if (c.kind == deploy::CommandKind::SetWeights) j["weight"] = c.weight;
+  if (c.kind == deploy::CommandKind::RunHook) j["hook"] = std::string(deploy::to_string(c.hook));
+  return j;
 }
 
 store::DeploymentStatus status_of(deploy::Phase p) {
@@ -34,9 +44,76 @@ store::DeploymentStatus status_of(deploy::Phase p) {
       return store::DeploymentStatus::Succeeded;
     case deploy::Phase::Failed:
       return store::DeploymentStatus::Failed;
+    case deploy::Phase::RolledBack:
+      return store::DeploymentStatus::RolledBack;
+    case deploy::Phase::Stopped:
+      return store::DeploymentStatus::Stopped;
     default:
       return store::DeploymentStatus::InProgress;
   }
+}
+
+// The URL a hook reaches a listener at: wildcard addresses are reached on loopback.
+std::string listener_url(const config::Listener& l) {
+  std::string host = l.host;
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return std::string(l.tls ? "https://" : "http://") + host + ":" + std::to_string(l.port);
+}
+
+const std::vector<std::string>& hook_commands(const config::Hooks& h, deploy::Hook hook) {
+  switch (hook) {
+    case deploy::Hook::BeforeInstall:
+      return h.before_install;
+    case deploy::Hook::AfterInstall:
+      return h.after_install;
+    case deploy::Hook::AfterAllowTestTraffic:
+      return h.after_allow_test_traffic;
+    case deploy::Hook::BeforeAllowTraffic:
+      return h.before_allow_traffic;
+    case deploy::Hook::AfterAllowTraffic:
+      return h.after_allow_traffic;
+  }
+  return h.before_install;
+}
+
+// config and alarm name the same things in the same order; alarm may not depend on config.
+alarm::Rule to_rule(const config::Alarm& a) {
+  static_assert(static_cast<int>(config::Metric::UpstreamErrors) ==
+                static_cast<int>(alarm::Metric::UpstreamErrors));
+  static_assert(static_cast<int>(config::Statistic::Max) ==
+                static_cast<int>(alarm::Statistic::Max));
+  static_assert(static_cast<int>(config::Comparison::LessOrEqual) ==
+                static_cast<int>(alarm::Comparison::LessOrEqual));
+  alarm::Rule r;
+  r.name = a.name;
+  r.metric = static_cast<alarm::Metric>(a.metric);
+  r.statistic = static_cast<alarm::Statistic>(a.statistic);
+  r.period_seconds =
+      std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::seconds>(a.period).count());
+  r.evaluation_periods = a.evaluation_periods;
+  r.datapoints_to_alarm = a.datapoints_to_alarm;
+  r.comparison = static_cast<alarm::Comparison>(a.comparison);
+  r.threshold = a.threshold;
+  r.min_requests = static_cast<uint64_t>(std::max(0, a.min_requests));
+  return r;
+}
+
+// Sums the datapoints of several groups second by second (production = blue + green).
+std::vector<core::Datapoint> sum_by_second(const std::vector<const proxy::GroupSeries*>& groups) {
+  std::map<int64_t, core::Datapoint> by_time;
+  for (const auto* g : groups) {
+    if (!g) continue;
+    for (const auto& dp : g->datapoints) {
+      auto [it, fresh] = by_time.try_emplace(dp.time, dp);
+      if (!fresh) (void)it->second.add(dp);
+    }
+  }
+  std::vector<core::Datapoint> out;
+  out.reserve(by_time.size());
+  for (auto& [t, dp] : by_time) out.push_back(std::move(dp));
+  return out;
 }
 
 }  // namespace
@@ -143,6 +220,7 @@ void Controller::Impl::deploy_release(const config::Service& service,
     log->error("deploy: {}: {}", service.name, live.error().message);
     return;
   }
+  const config::Deployment& spec = service.deployment;
   deploy::Deployment d;
   d.service = service.name;
   d.release_id = release.id;
@@ -159,7 +237,25 @@ void Controller::Impl::deploy_release(const config::Service& service,
   }
   d.install_timeout = start_period + (th.interval + th.timeout) * (th.healthy_threshold + 2) +
                       std::chrono::seconds(30);
-  d.stop_timeout = service.deployment.drain_timeout + stop_timeout + std::chrono::seconds(10);
+  d.stop_timeout = spec.drain_timeout + stop_timeout + std::chrono::seconds(10);
+  d.hook_timeout = spec.hook_timeout;
+  d.termination_wait = spec.termination_wait;
+  d.apply_timeout = std::chrono::seconds(30);
+  d.schedule.clear();
+  if (d.previous_release_id) {
+    for (const auto& step : config::traffic_schedule(spec.traffic)) {
+      d.schedule.push_back({step.weight * (deploy::kWeightTotal / 100), step.pause});
+    }
+  }
+  if (d.schedule.empty() || d.schedule.back().weight != deploy::kWeightTotal) {
+    d.schedule.push_back({});  // a first deployment has nothing to shift from: all at once
+  }
+  for (size_t i = 0; i < deploy::kHookCount; ++i) {
+    d.hooks[i] = !hook_commands(spec.hooks, static_cast<deploy::Hook>(i)).empty();
+  }
+  d.has_alarms = !spec.alarms.empty();
+  d.rollback_on_failure = spec.auto_rollback.count(config::RollbackTrigger::Failure) > 0;
+  d.rollback_on_alarm = spec.auto_rollback.count(config::RollbackTrigger::Alarm) > 0;
 
   store::Deployment rec;
   rec.service = service.name;
@@ -187,12 +283,21 @@ void Controller::Impl::deploy_release(const config::Service& service,
   }
   std::shared_ptr<const config::Config> new_config = cfg ? *cfg : nullptr;
 
-  std::deque<deploy::Event> events{{deploy::EventKind::Start, ""}};
+  std::deque<deploy::Event> events{{.kind = deploy::EventKind::Start}};
   std::optional<deploy::Color> watching;
+  bool watching_alarms = false;
+  std::optional<alarm::Verdict> last_verdict;
+  core::TimePoint next_alarm_check{};
+  core::TimePoint next_head_check{};
   std::optional<core::TimePoint> timer;
   std::vector<std::string> green_ids;
-  const std::string green = std::string(deploy::to_string(d.green));
-  const std::string blue = std::string(deploy::to_string(deploy::other(d.green)));
+  const deploy::Color green_color = d.green;
+  const deploy::Color blue_color = deploy::other(d.green);
+  const std::string green = std::string(deploy::to_string(green_color));
+  const std::string blue = std::string(deploy::to_string(blue_color));
+  const auto result = [&](deploy::EventKind kind, deploy::Color color, std::string detail = {}) {
+    events.push_back({.kind = kind, .detail = std::move(detail), .color = color});
+  };
 
   while (!deploy::is_terminal(d.phase)) {
     if (events.empty()) {
@@ -201,6 +306,7 @@ void Controller::Impl::deploy_release(const config::Service& service,
                   deploy::to_string(d.phase));
         return;
       }
+      const auto now = clock.now();
       if (watching) {
         if (auto states = target_states(); states) {
           bool all = !green_ids.empty();
@@ -208,11 +314,42 @@ void Controller::Impl::deploy_release(const config::Service& service,
             auto it = states->find(id);
             if (it == states->end() || it->second != "healthy") all = false;
           }
-          if (all) events.push_back({deploy::EventKind::TargetsHealthy, ""});
+          if (all) {
+            result(deploy::EventKind::TargetsHealthy, green_color);
+            watching.reset();
+          }
         }
       }
-      if (events.empty() && timer && clock.now() >= *timer) {
-        events.push_back({deploy::EventKind::Timer, ""});
+      if (watching_alarms && now >= next_alarm_check) {
+        next_alarm_check = now + std::chrono::seconds(1);
+        if (auto ev = evaluate_alarms(service, green, blue); ev) {
+          if (ev->verdict != last_verdict || ev->verdict == alarm::Verdict::Alarm) {
+            last_verdict = ev->verdict;
+            deploy::Event e{.kind = deploy::EventKind::AlarmVerdict, .detail = ev->summary};
+            e.alarm = ev->verdict == alarm::Verdict::Ok      ? deploy::AlarmState::Ok
+                      : ev->verdict == alarm::Verdict::Alarm ? deploy::AlarmState::Alarm
+                                                             : deploy::AlarmState::InsufficientData;
+            events.push_back(std::move(e));
+          }
+        } else {
+          log->warn("deploy: {}: alarms not evaluated: {}", d.id, ev.error().message);
+        }
+      }
+      // Blue is kept warm for termination_wait, but a newer commit does not wait that long: the
+      // wait is cut short so that the next deployment can start (its blue is this green).
+      if (d.phase == deploy::Phase::TerminationWait && d.wait == deploy::Wait::Warm &&
+          now >= next_head_check) {
+        next_head_check = now + std::chrono::seconds(5);
+        auto head = source->fetch_head();
+        auto seen = store->get_meta("source.last_commit");
+        if (head && head->has_value() && seen && seen->has_value() && (**head).sha != **seen) {
+          events.push_back({.kind = deploy::EventKind::Promote,
+                            .detail = "a newer commit is waiting: blue is stopped now"});
+        }
+      }
+      if (events.empty() && timer && now >= *timer) {
+        events.push_back({.kind = deploy::EventKind::Timer});
+        timer.reset();
       }
       if (events.empty()) {
         wait_until(clock.now() + std::chrono::milliseconds(100));
@@ -223,7 +360,10 @@ void Controller::Impl::deploy_release(const config::Service& service,
     events.pop_front();
     const auto now = clock.now();
     deploy::Decision dec = deploy::decide(d, ev, now);
-    if (dec.commands.empty() && dec.next.phase == d.phase) continue;  // event did not apply
+    if (dec.commands.empty() && dec.next.phase == d.phase) {
+      d = dec.next;  // e.g. a new alarm verdict: remembered, nothing to persist or do
+      continue;
+    }
 
     // Persist the decision and its commands together (outbox) before acting on them.
     std::vector<int64_t> command_ids;
@@ -265,7 +405,7 @@ void Controller::Impl::deploy_release(const config::Service& service,
         case deploy::CommandKind::StartTaskSet: {
           auto tasks = start_tasks(service, release, c.color);
           if (!tasks) {
-            events.push_back({deploy::EventKind::TaskSetFailed, tasks.error().message});
+            result(deploy::EventKind::TaskSetFailed, c.color, tasks.error().message);
             break;
           }
           green_ids.clear();
@@ -274,47 +414,91 @@ void Controller::Impl::deploy_release(const config::Service& service,
           route.registered = {color};
           if (new_config && !route.config) route.config = new_config;
           if (auto r = publish_routes(); !r) {
-            events.push_back({deploy::EventKind::TaskSetFailed, r.error().message});
+            result(deploy::EventKind::TaskSetFailed, c.color, r.error().message);
             break;
           }
-          events.push_back({deploy::EventKind::TaskSetStarted, ""});
+          result(deploy::EventKind::TaskSetStarted, c.color);
           break;
         }
         case deploy::CommandKind::WatchHealth:
           watching = c.color;
           break;
-        case deploy::CommandKind::RouteAllTo: {
-          // Record the new live release first: a crash after the snapshot is applied must find
-          // the store already saying green serves production (recovery then stops blue).
-          Routing saved = route;
-          if (auto r = store->set_live(service.name, release.id, color); !r) {
-            events.push_back({deploy::EventKind::WeightsFailed, r.error().message});
+        case deploy::CommandKind::RouteTestTo: {
+          const std::string saved = route.test_color;
+          route.test_color = color;
+          if (auto r = publish_routes(); !r) {
+            route.test_color = saved;
+            result(deploy::EventKind::WeightsFailed, c.color, r.error().message);
             break;
           }
-          route.config = new_config ? new_config : route.config;
-          route.weights = {{color, proxy::kWeightTotal}};
+          result(deploy::EventKind::TestTrafficApplied, c.color);
+          break;
+        }
+        case deploy::CommandKind::SetWeights: {
+          // The live release is the one that serves all of production. It is recorded before the
+          // snapshot moves everything to green, so that a crash after the snapshot finds the store
+          // already saying so (recovery then stops blue); and it is given back to blue before a
+          // rollback snapshot.
+          Routing saved = route;
+          const int w = c.weight;
+          std::optional<std::pair<std::string, std::string>> live_now;  // release, color
+          if (w >= proxy::kWeightTotal) {
+            live_now = {release.id, green};
+          } else if (d.previous_release_id) {
+            live_now = {*d.previous_release_id, blue};
+          }
+          if (live_now) {
+            if (auto r = store->set_live(service.name, live_now->first, live_now->second); !r) {
+              events.push_back(
+                  {.kind = deploy::EventKind::WeightsFailed, .detail = r.error().message});
+              break;
+            }
+          }
+          if (w > 0 && new_config) route.config = new_config;
+          if (w == 0 && before.config) route.config = before.config;
+          route.weights.clear();
+          if (w > 0) route.weights[green] = w;
+          if (d.previous_release_id) route.weights[blue] = proxy::kWeightTotal - w;
+          // Green stays health-checked while it has no weight (until it is stopped).
           route.registered.clear();
+          if (w == 0) route.registered = {green};
           if (auto r = publish_routes(); !r) {
             route = saved;
-            if (d.previous_release_id) {
+            if (w >= proxy::kWeightTotal && d.previous_release_id) {
               (void)store->set_live(service.name, *d.previous_release_id, blue);
             }
-            events.push_back({deploy::EventKind::WeightsFailed, r.error().message});
+            events.push_back(
+                {.kind = deploy::EventKind::WeightsFailed, .detail = r.error().message});
             break;
           }
-          watching.reset();
-          events.push_back({deploy::EventKind::WeightsApplied, ""});
+          log->info("deploy: {}: production {} {}% / {} {}%", d.id, green, w / 100.0, blue,
+                    (proxy::kWeightTotal - w) / 100.0);
+          events.push_back({.kind = deploy::EventKind::WeightsApplied, .weight = w});
+          break;
+        }
+        case deploy::CommandKind::WatchAlarms:
+          watching_alarms = true;
+          break;
+        case deploy::CommandKind::RunHook: {
+          auto r = run_hook(service, release, d, c.hook);
+          if (r) {
+            events.push_back({.kind = deploy::EventKind::HookSucceeded, .hook = c.hook});
+          } else {
+            events.push_back({.kind = deploy::EventKind::HookFailed,
+                              .detail = r.error().message,
+                              .hook = c.hook});
+          }
           break;
         }
         case deploy::CommandKind::StopTaskSet: {
-          if (c.color == d.green) {
-            // Rolling back: green leaves the snapshot (it never had weight), then stops.
-            route.registered.clear();
-            if (!before.config && !d.green_healthy) route = before;
-            (void)publish_routes();
-          }
+          // The color leaves the snapshot first (the proxy drains it), then its tasks stop.
+          route.weights.erase(color);
+          route.registered.clear();
+          if (route.test_color == color) route.test_color.clear();
+          if (c.color == green_color && !before.config) route = before;  // nothing was live
+          (void)publish_routes();
           (void)stop_tasks(service, color);
-          events.push_back({deploy::EventKind::TaskSetStopped, ""});
+          result(deploy::EventKind::TaskSetStopped, c.color);
           break;
         }
         case deploy::CommandKind::ArmTimer:
@@ -322,14 +506,15 @@ void Controller::Impl::deploy_release(const config::Service& service,
           break;
         case deploy::CommandKind::Finish: {
           const bool ok = d.phase == deploy::Phase::Succeeded;
-          (void)store->append_audit("controller", ok ? "deploy.succeeded" : "deploy.failed",
+          const std::string outcome(deploy::to_string(d.phase));
+          (void)store->append_audit("controller", ok ? "deploy.succeeded" : "deploy.ended",
                                     "service:" + service.name,
                                     json{{"deployment", d.id}, {"reason", d.reason}}.dump());
           if (ok) {
             log->info("deploy: {} of {} succeeded: {} serves production", d.id, service.name,
                       release.commit_sha.substr(0, 7));
           } else {
-            log->warn("deploy: {} of {} failed: {}", d.id, service.name, d.reason);
+            log->warn("deploy: {} of {} ended {}: {}", d.id, service.name, outcome, d.reason);
           }
           break;
         }
@@ -337,6 +522,74 @@ void Controller::Impl::deploy_release(const config::Service& service,
       (void)store->mark_command_done(command_ids[i]);
     }
   }
+}
+
+core::Result<void> Controller::Impl::run_hook(const config::Service& service,
+                                              const store::Release& release,
+                                              const deploy::Deployment& d, deploy::Hook hook) {
+  const auto& commands = hook_commands(service.deployment.hooks, hook);
+  core::SpawnSpec spec;
+  spec.env = core::minimal_environment();
+  spec.env["SERVICE"] = service.name;
+  spec.env["REVISION"] = release.commit_sha;
+  spec.env["DEPLOYMENT_ID"] = d.id;
+  spec.env["PHASE"] = std::string(deploy::to_string(d.phase));
+  spec.env["PRODUCTION_URL"] = listener_url(service.listeners.production);
+  if (service.listeners.test) spec.env["TEST_URL"] = listener_url(*service.listeners.test);
+  spec.cwd = release.artifact_path;
+  const auto deadline = clock.now() + service.deployment.hook_timeout;
+  auto log = core::logger();
+  for (const auto& command : commands) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock.now());
+    if (left.count() <= 0) {
+      return core::Error("`" + command + "` not started: hook_timeout reached");
+    }
+    spec.argv = {"/bin/sh", "-ec", config::expand_variables(command, spec.env)};
+    log->info("deploy: {} {} hook: {}", d.id, deploy::to_string(hook), command);
+    auto r = core::run_command(spec, left, [&](std::string_view line) {
+      log->info("deploy: {} {} hook | {}", d.id, deploy::to_string(hook), line);
+    });
+    if (!r) return core::Error("`" + command + "` could not start: " + r.error().message);
+    if (r->timed_out) {
+      return core::Error("`" + command + "` timed out (hook_timeout " +
+                         core::format_duration(service.deployment.hook_timeout) + ")");
+    }
+    if (!r->status.success()) return core::Error("`" + command + "` " + r->status.to_string());
+  }
+  return {};
+}
+
+core::Result<alarm::Evaluation> Controller::Impl::evaluate_alarms(const config::Service& service,
+                                                                  const std::string& green,
+                                                                  const std::string& blue) {
+  auto series = proxy_admin->stats_series();
+  if (!series) return series.error();
+  if (!series->last) return core::Error("the proxy has no datapoints yet");
+  const int64_t now = *series->last + 1;  // every datapoint up to `last` is final
+  const auto* g = series->find_group(group_name(service.name, green));
+  const auto* b = series->find_group(group_name(service.name, blue));
+  const std::vector<core::Datapoint> green_points =
+      g ? g->datapoints : std::vector<core::Datapoint>{};
+  const std::vector<core::Datapoint> production_points = sum_by_second({g, b});
+  // All alarms combined: ALARM if one is in alarm, OK if all are OK, else insufficient data.
+  alarm::Evaluation combined;
+  combined.verdict = alarm::Verdict::Ok;
+  std::string insufficient;
+  for (const auto& a : service.deployment.alarms) {
+    const auto& points =
+        a.target == config::AlarmTarget::Production ? production_points : green_points;
+    auto ev = alarm::evaluate(to_rule(a), points, now);
+    if (ev.verdict == alarm::Verdict::Alarm) {
+      ev.summary = a.name + ": " + ev.summary;
+      return ev;
+    }
+    if (ev.verdict == alarm::Verdict::InsufficientData) {
+      combined.verdict = alarm::Verdict::InsufficientData;
+      if (insufficient.empty()) insufficient = a.name + ": " + ev.summary;
+    }
+  }
+  combined.summary = combined.verdict == alarm::Verdict::Ok ? "all alarms OK" : insufficient;
+  return combined;
 }
 
 }  // namespace cutover::controller

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "alarm/alarm.hpp"
 #include "config/config.hpp"
 #include "controller/controller.hpp"
 #include "deploy/deploy.hpp"
@@ -76,6 +77,7 @@ struct Controller::Impl {
     std::shared_ptr<const config::Config> config;  // the config the service runs with
     std::map<std::string, int> weights;            // production weights by color (sum 10000)
     std::vector<std::string> registered;           // colors health-checked without weight
+    std::string test_color;  // where the test listener goes; empty = most production weight
   };
   std::map<std::string, Routing> routing;  // loop thread only
   core::Result<std::map<std::string, std::string>> target_states();
@@ -106,6 +108,14 @@ struct Controller::Impl {
   // Drains (up to the service's drain_timeout) and stops the tasks of one color, with the
   // container's stop signal and stop timeout.
   core::Result<void> stop_tasks(const config::Service& service, const std::string& color);
+  // Runs a hook point's commands in order (/bin/sh -ec, in the artifact directory, with the hook
+  // variables of DESIGN.md §6) within hook_timeout; the first failure is the error.
+  core::Result<void> run_hook(const config::Service& service, const store::Release& release,
+                              const deploy::Deployment& d, deploy::Hook hook);
+  // Evaluates the service's alarms on the proxy's datapoints of the green and blue groups.
+  core::Result<alarm::Evaluation> evaluate_alarms(const config::Service& service,
+                                                  const std::string& green,
+                                                  const std::string& blue);
 };
 
 // "hello-blue"

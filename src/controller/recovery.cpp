@@ -11,6 +11,9 @@ using nlohmann::json;
 
 namespace {
 
+// How long a restarted controller waits for the proxy to drain the tasks it is about to stop.
+constexpr std::chrono::seconds kRecoveryDrainTimeout{30};
+
 std::vector<std::string> known_services(store::Store& st) {
   auto m = st.get_meta("services");
   if (!m || !m->has_value()) return {};
@@ -65,6 +68,7 @@ core::Result<void> Controller::Impl::recover() {
     }
   }
 
+  std::vector<store::TaskRecord> doomed;
   // Deployments a crash interrupted: if production had already moved to green (the live release
   // is the deployment's), finish it by stopping blue; otherwise stop green and keep blue.
   for (const auto& name : known_services(*store)) {
@@ -90,8 +94,7 @@ core::Result<void> Controller::Impl::recover() {
     for (const auto& t : *running) {
       const bool green_task = t.release_id == dep.release_id;
       if (moved == green_task) continue;  // keep what serves production
-      (void)driver_of(t.task_id).stop(to_runtime_task(t));
-      (void)store->update_task_status(t.task_id, store::TaskStatus::Stopped);
+      doomed.push_back(t);                // stopped below, once the proxy has drained them
     }
     store::DeploymentUpdate u;
     u.status = moved ? store::DeploymentStatus::Succeeded : store::DeploymentStatus::Failed;
@@ -109,7 +112,24 @@ core::Result<void> Controller::Impl::recover() {
   if (auto pending = store->pending_commands(); pending) {
     for (const auto& c : *pending) (void)store->mark_command_done(c.id);
   }
-  return publish_routes();
+  // The snapshot without the doomed tasks goes first: the proxy stops sending them requests and
+  // drains what is in flight; only then are they stopped, so no request is cut off.
+  auto published = publish_routes();
+  if (!doomed.empty()) {
+    const auto deadline = clock.now() + kRecoveryDrainTimeout;
+    while (published && clock.now() < deadline) {
+      auto states = target_states();
+      if (!states) break;
+      bool draining = false;
+      for (const auto& t : doomed) draining = draining || states->count(t.task_id) > 0;
+      if (!draining || !wait_until(clock.now() + std::chrono::milliseconds(100))) break;
+    }
+    for (const auto& t : doomed) {
+      (void)driver_of(t.task_id).stop(to_runtime_task(t));
+      (void)store->update_task_status(t.task_id, store::TaskStatus::Stopped);
+    }
+  }
+  return published;
 }
 
 }  // namespace cutover::controller

@@ -64,10 +64,10 @@ void add_service_routes(const config::Service& svc, const Controller::Impl::Rout
   add_listener(svc.listeners.production, name + "/production", std::move(production),
                svc.deployment.sticky_cookie, snap);
   if (svc.listeners.test) {
-    // The test listener is never split: it reaches the new version while one is being installed
-    // (registered without production weight), else the version that serves most of production.
+    // The test listener is never split: it reaches the color a deployment sent it to (the new
+    // version from AllowTestTraffic on), else the version that serves most of production.
     std::vector<proxy::Route> test;
-    const std::string& color = routing.registered.empty() ? heaviest : routing.registered.front();
+    const std::string& color = routing.test_color.empty() ? heaviest : routing.test_color;
     if (!color.empty()) test.push_back({group_name(name, color), proxy::kWeightTotal});
     add_listener(*svc.listeners.test, name + "/test", std::move(test), "", snap);
   }

@@ -97,6 +97,7 @@ TEST(Routes, EveryProxyFeatureReachesTheSnapshot) {
   Routing r;
   r.weights = {{"blue", proxy::kWeightTotal}};
   r.registered = {"green"};  // green being installed: health-checked, no production weight
+  r.test_color = "green";    // AllowTestTraffic
   auto snap = build(*c, r, {task("b1", "blue", 30001), task("g1", "green", 30002)});
 
   ASSERT_EQ(snap.listeners.size(), 4u);
@@ -174,6 +175,10 @@ TEST(Routes, TestListenerFollowsTheHeaviestVersionWhenNothingIsBeingInstalled) {
   first.registered = {"green"};
   auto snap2 = build(*c, first, {});
   EXPECT_TRUE(snap2.listeners[0].routes.empty());  // production answers 503 until green is live
+  EXPECT_TRUE(snap2.listeners[1].routes.empty());  // and so does test until AllowTestTraffic
+  first.test_color = "green";
+  snap2 = build(*c, first, {});
+  EXPECT_TRUE(snap2.listeners[0].routes.empty());
   EXPECT_THAT(snap2.listeners[1].routes,
               ElementsAre(proxy::Route{"web-green", proxy::kWeightTotal}));
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
+#include "serve_fixture.hpp"
 
 namespace cutover::e2e {
 namespace {
@@ -24,70 +25,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-constexpr auto kDeployTimeout = 180s;  // build + health checks under ASan on a busy 2-core box
-
-class WalkingSkeleton : public ::testing::Test {
+class WalkingSkeleton : public ServeTest {
  protected:
-  void SetUp() override {
-    app_ = dir_.path() / "app";
-    state_ = dir_.path() / "state";
-    port_ = free_port();
-    fs::copy(fs::path(CUTOVER_SOURCE_DIR) / "examples" / "hello", app_,
-             fs::copy_options::recursive);
-    std::string yaml = read_text(app_ / "cutover.yaml");
-    yaml = std::regex_replace(yaml, std::regex("127\\.0\\.0\\.1:8000"),
-                              "127.0.0.1:" + std::to_string(port_));
-    write_text(app_ / "cutover.yaml", yaml);
-    sh(app_, "git init -q -b main && git add -A && git commit -q -m 'hello v1'");
-  }
-
-  void TearDown() override {
-    // Tasks and the proxy outlive the controller by design; end them here.
-    auto st = status();
-    serve_.reset();
-    if (st.is_object()) {
-      for (const auto& s : st["services"]) {
-        for (const auto& t : s["tasks"]) ::kill(-t["pid"].get<int>(), SIGKILL);
-      }
-    }
-    auto health = run({"/bin/sh", "-c",
-                       "pkill -KILL -f -- '--admin-socket " + (state_ / "proxy").string() + "'"});
-    (void)health;
-  }
-
-  void start_serve() {
-    serve_ = std::make_unique<Child>(
-        std::vector<std::string>{CUTOVER_BIN, "serve", "--repo", app_.string(), "--state-dir",
-                                 state_.string(), "--api", "127.0.0.1:0", "--poll", "250ms"},
-        dir_.path() / "serve.log");
-  }
-
-  json cli_json(const std::vector<std::string>& args) {
-    std::vector<std::string> argv{CUTOVER_BIN};
-    argv.insert(argv.end(), args.begin(), args.end());
-    argv.insert(argv.end(), {"--state-dir", state_.string(), "-o", "json"});
-    auto r = run(argv);
-    if (r.exit_code != 0) return json();
-    return json::parse(r.out, nullptr, false);
-  }
-  json status() { return cli_json({"status"}); }
-
-  std::string serve_log() { return read_text(dir_.path() / "serve.log"); }
-
-  bool serves(const std::string& version) {
-    auto r = http_get(port_, "/");
-    return r.status == 200 && r.body.find("hello from " + version + " ") != std::string::npos;
-  }
-
-  void commit(const std::string& message, const std::string& script) {
-    sh(app_, script + " && git commit -q -am '" + message + "'");
-  }
-
-  TempDir dir_{"cutover-e2e-skeleton"};
-  fs::path app_;
-  fs::path state_;
-  int port_ = 0;
-  std::unique_ptr<Child> serve_;
+  WalkingSkeleton() : ServeTest("cutover-e2e-skeleton") {}
 };
 
 TEST_F(WalkingSkeleton, CommitsDeployBadConfigIsRejectedRestartKeepsServing) {
