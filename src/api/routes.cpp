@@ -83,6 +83,16 @@ Response route(controller::Controller& c, const Request& r) {
     if (res) return Response{202, res->dump(2) + "\n"};
     return from(res);
   }
+  // Secrets: the name may contain '/' (web/database-url), so it is the rest of the path. PUT's
+  // body is the raw value; no response ever contains a value.
+  if (s.size() >= 2 && s[1] == "secrets") {
+    std::string name;
+    for (size_t i = 2; i < s.size(); ++i) name += (i > 2 ? "/" : "") + s[i];
+    if (name.empty() && get) return from(c.list_secrets());
+    if (!name.empty() && r.method == "PUT") return from(c.set_secret(name, r.body));
+    if (!name.empty() && r.method == "DELETE") return from(c.remove_secret(name));
+    return error_response(405, "secrets: use GET /v1/secrets, PUT or DELETE /v1/secrets/NAME");
+  }
   if (s.size() == 2 && s[1] == "poll" && r.method == "POST") {
     c.request_poll();
     return Response{202, "{\"status\":\"polling\"}\n"};

@@ -1,9 +1,11 @@
 #include "cli/commands.hpp"
 
 #include <signal.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +26,7 @@
 #include "core/fs.hpp"
 #include "core/log.hpp"
 #include "proxy/proxy.hpp"
+#include "runtime/log_copier.hpp"
 #include "scan/scan.hpp"
 
 namespace cutover::cli {
@@ -83,15 +86,15 @@ core::Result<api::ApiClient> make_client(const ClientOptions& c) {
   return api::ApiClient(address, t);
 }
 
-// One API call; prints transport and API errors and returns nullopt on failure.
+// method path; prints transport and API errors and returns nullopt on failure.
 std::optional<json> call_json(const ClientOptions& c, std::string_view method,
-                              const std::string& path, const std::string& body = {}) {
+                              const std::string& path, std::string_view request_body = {}) {
   auto client = make_client(c);
   if (!client) {
     std::cerr << "cutover: " << client.error().message << "\n";
     return std::nullopt;
   }
-  auto res = client->request(method, path, body);
+  auto res = client->request(method, path, request_body);
   if (!res) {
     std::cerr << "cutover: " << res.error().message << "\n";
     return std::nullopt;
@@ -113,6 +116,19 @@ std::optional<json> call_json(const ClientOptions& c, std::string_view method,
 
 std::optional<json> get_json(const ClientOptions& c, const std::string& path) {
   return call_json(c, "GET", path);
+}
+
+// Percent-encodes a path segment (keeping '/', which separates a secret name's segments).
+std::string encode_path(std::string_view s) {
+  std::string out;
+  for (unsigned char ch : s) {
+    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~' || ch == '/') {
+      out.push_back(static_cast<char>(ch));
+    } else {
+      out += fmt::format("%{:02X}", ch);
+    }
+  }
+  return out;
 }
 
 std::string str(const json& j, const char* key, const char* fallback = "-") {
@@ -417,6 +433,90 @@ int cmd_operate(const ClientOptions& c, const std::string& action, const std::st
                              service, str(*j, "release"));
   }
   return 0;
+}
+
+namespace {
+
+// The value of `secrets set`: all of stdin, or one line typed without echo at a terminal.
+// Reads at most limit + 1 bytes, so the caller can tell a value that is too long.
+std::optional<std::string> read_secret_value(const std::string& name, size_t limit) {
+  std::string value;
+  if (::isatty(STDIN_FILENO) != 0) {
+    termios saved{};
+    const bool echo_off = ::tcgetattr(STDIN_FILENO, &saved) == 0;
+    if (echo_off) {
+      termios quiet = saved;
+      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+      ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    std::cerr << "value of " << name << " (not shown): " << std::flush;
+    std::getline(std::cin, value);
+    if (echo_off) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    std::cerr << "\n";
+    return value;
+  }
+  char buf[4096];
+  while (value.size() <= limit) {
+    ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      std::cerr << "cutover secrets set: cannot read the value from stdin\n";
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    value.append(buf, static_cast<size_t>(n));
+  }
+  return value;
+}
+
+}  // namespace
+
+int cmd_secrets_set(const ClientOptions& c, const std::string& name, bool keep_newline) {
+  constexpr size_t kLimit = 64 * 1024;  // the store's limit; it says so too
+  auto value = read_secret_value(name, kLimit + 2);
+  if (!value) return 1;
+  if (!keep_newline && !value->empty() && value->back() == '\n') {
+    value->pop_back();
+    if (!value->empty() && value->back() == '\r') value->pop_back();
+  }
+  if (value->empty()) {
+    std::cerr << "cutover secrets set: the value is empty (pipe it on stdin: "
+                 "`printf %s \"$VALUE\" | cutover secrets set "
+              << name << "`)\n";
+    return 2;
+  }
+  auto j = call_json(c, "PUT", "/v1/secrets/" + encode_path(name), *value);
+  std::fill(value->begin(), value->end(), '\0');
+  if (!j) return 1;
+  std::cout << fmt::format("secret {} set (version {})\n", str(*j, "name"), str(*j, "version"));
+  return 0;
+}
+
+int cmd_secrets_list(const ClientOptions& c) {
+  auto j = get_json(c, "/v1/secrets");
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("{:<40} {:<8} {}\n", "NAME", "VERSION", "UPDATED");
+  for (const auto& s : (*j)["secrets"]) {
+    std::cout << fmt::format("{:<40} {:<8} {}\n", str(s, "name"), str(s, "version"),
+                             str(s, "updated_at"));
+  }
+  return 0;
+}
+
+int cmd_secrets_rm(const ClientOptions& c, const std::string& name) {
+  auto j = call_json(c, "DELETE", "/v1/secrets/" + encode_path(name));
+  if (!j) return 1;
+  std::cout << fmt::format("secret {} removed\n", str(*j, "name"));
+  return 0;
+}
+
+int cmd_task_log(const std::string& log_file, bool k8s_file) {
+  return runtime::run_log_copier(log_file, 0,
+                                 k8s_file ? runtime::LogFormat::K8sFile : runtime::LogFormat::Raw);
 }
 
 }  // namespace cutover::cli

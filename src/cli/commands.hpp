@@ -58,5 +58,12 @@ int cmd_executions(const ClientOptions& c, int limit);
 int cmd_logs(const ClientOptions& c, const std::string& execution, bool follow);
 // rollback | abort | promote SERVICE (Controller::operate).
 int cmd_operate(const ClientOptions& c, const std::string& action, const std::string& service);
+// `secrets set NAME`: the value is read from stdin (hidden when it is a terminal).
+int cmd_secrets_set(const ClientOptions& c, const std::string& name, bool keep_newline);
+int cmd_secrets_list(const ClientOptions& c);
+int cmd_secrets_rm(const ClientOptions& c, const std::string& name);
+// Internal: the log copier between a task and its log file (runtime/log_copier.hpp); stdin is the
+// task's output (conmon's k8s-file records when k8s_file, for podman tasks).
+int cmd_task_log(const std::string& log_file, bool k8s_file);
 
 }  // namespace cutover::cli

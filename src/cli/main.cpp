@@ -116,6 +116,32 @@ int main(int argc, char** argv) {
     operations[name] = op;
   }
 
+  std::string secret_name;
+  bool keep_newline = false;
+  auto* sec =
+      app.add_subcommand("secrets", "The secret store: set, list, rm (values are never shown)");
+  sec->require_subcommand(1);
+  auto* sec_set = sec->add_subcommand(
+      "set", "Set a secret from stdin (one trailing newline is removed, so `echo VALUE |` works)");
+  sec_set->add_option("name", secret_name, "Secret name, e.g. web/database-url")->required();
+  sec_set->add_flag("--keep-newline", keep_newline, "Keep a trailing newline in the value");
+  add_client(sec_set);
+  auto* sec_list = sec->add_subcommand("list", "Names and versions of the secrets");
+  sec_list->add_option("-o,--output", output, "text | json")
+      ->check(CLI::IsMember({"text", "json"}));
+  add_client(sec_list);
+  auto* sec_rm = sec->add_subcommand("rm", "Remove a secret");
+  sec_rm->add_option("name", secret_name, "Secret name")->required();
+  add_client(sec_rm);
+
+  std::string task_log_file;
+  auto* tl = app.add_subcommand("task-log", "");  // internal: the log copier of a task (no help)
+  tl->add_option("--log", task_log_file, "Log file to append to")->required();
+  std::string task_log_format = "raw";
+  tl->add_option("--format", task_log_format, "raw | k8s-file")
+      ->check(CLI::IsMember({"raw", "k8s-file"}));
+  tl->group("");
+
   CLI11_PARSE(app, argc, argv);
   client.json = output == "json";
 
@@ -134,5 +160,9 @@ int main(int argc, char** argv) {
   for (const auto& [name, op] : operations) {
     if (op->parsed()) return cmd_operate(client, name, service);
   }
+  if (tl->parsed()) return cmd_task_log(task_log_file, task_log_format == "k8s-file");
+  if (sec_set->parsed()) return cmd_secrets_set(client, secret_name, keep_newline);
+  if (sec_list->parsed()) return cmd_secrets_list(client);
+  if (sec_rm->parsed()) return cmd_secrets_rm(client, secret_name);
   return 2;
 }

@@ -39,13 +39,21 @@ core::Result<std::unique_ptr<Controller>> Controller::create(Options options, co
   auto st = store::Store::open(dir / "state.db", clock);
   if (!st) return st.error().wrap("cannot open the state database");
   impl->store = std::move(*st);
+  auto key = store::SecretKey::load(dir);
+  if (!key) return key.error().wrap("cannot load the secret store's key");
+  impl->secrets = std::make_unique<store::SecretStore>(*impl->store, std::move(*key));
   auto reg = registry::Registry::open(dir / "registry");
   if (!reg) return reg.error().wrap("cannot open the artifact registry");
   impl->registry = std::move(*reg);
   auto src = source::GitSource::open(impl->opts.repo, impl->opts.branch, dir / "source");
   if (!src) return src.error().wrap("cannot open repository " + impl->opts.repo);
   impl->source = std::move(*src);
-  impl->driver = std::make_unique<runtime::ProcessDriver>(impl->ports);
+  runtime::ProcessDriverOptions driver_options;
+  if (!impl->opts.self_exe.empty()) driver_options.log_copier = {impl->opts.self_exe, "task-log"};
+  impl->driver = std::make_unique<runtime::ProcessDriver>(impl->ports, driver_options);
+  runtime::PodmanDriverOptions podman_options;
+  podman_options.log_copier = driver_options.log_copier;
+  impl->podman = std::make_unique<runtime::PodmanDriver>(impl->ports, podman_options);
   impl->proxy_admin = std::make_unique<proxy::AdminClient>(impl->admin_socket());
   return std::unique_ptr<Controller>(new Controller(std::move(impl)));
 }
@@ -108,7 +116,9 @@ void Controller::Impl::tick() {
   // Tasks that exited on their own: record them and take them out of the routes. (Restarts with
   // backoff and crash-loop detection arrive with the runtime issue.)
   bool routes_changed = false;
-  for (const auto& exit : driver->reap()) {
+  auto exits = driver->reap();
+  for (auto& exit : podman->reap()) exits.push_back(std::move(exit));
+  for (const auto& exit : exits) {
     core::logger()->warn("runtime: task {} (pid {}) exited unexpectedly: {}", exit.task_id,
                          exit.pid, exit.status ? exit.status->to_string() : "status unknown");
     (void)store->update_task_status(exit.task_id, store::TaskStatus::Failed);

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -62,6 +63,13 @@ class Controller {
   core::Result<nlohmann::json> execution(const std::string& id) const;
   core::Result<nlohmann::json> logs(const std::string& execution_id, int64_t after_seq,
                                     int limit) const;
+
+  // The secret store (store/secrets.hpp): values go in and are injected into stages and tasks;
+  // no method returns one. Each change is audited (name and version, never the value). Errors:
+  // kind Invalid for a bad name or value, NotFound for an unknown name. Any thread.
+  core::Result<nlohmann::json> set_secret(const std::string& name, std::string_view value);
+  core::Result<nlohmann::json> list_secrets() const;
+  core::Result<nlohmann::json> remove_secret(const std::string& name);
 
   struct Impl;
 

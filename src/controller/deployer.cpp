@@ -128,20 +128,12 @@ std::vector<core::Datapoint> sum_by_second(const std::vector<const proxy::GroupS
 
 core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
     const config::Service& service, const store::Release& release, deploy::Color color) {
-  if (service.driver != config::Driver::Process) {
-    return core::Error("service " + service.name +
-                       ": the podman driver is not available in this build yet (driver: process)");
-  }
   if (service.task.containers.size() != 1) {
     return core::Error("service " + service.name +
                        ": tasks with more than one container are not supported yet");
   }
   const config::Container& c = service.task.containers.front();
-  if (!c.secrets.empty()) {
-    return core::Error("service " + service.name + ", container " + c.name +
-                       ": secrets are not available in this build yet (no secret store)");
-  }
-  if (c.command.empty()) {
+  if (c.command.empty() && service.driver == config::Driver::Process) {
     return core::Error("service " + service.name + ", container " + c.name + ": no command");
   }
   runtime::TaskSpec spec;
@@ -151,11 +143,21 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
   spec.color = std::string(deploy::to_string(color));
   spec.command = c.command;
   spec.env = c.env;
+  auto secret_env = resolve_secrets(c.secrets, "service " + service.name + ", container " + c.name);
+  if (!secret_env) return secret_env.error();
+  spec.secrets = std::move(*secret_env);
   spec.workdir = release.artifact_path;
   spec.log_dir = task_log_dir();
   spec.stop_signal = c.stop_signal_number;
   spec.stop_timeout = c.stop_timeout;
-  auto tasks = runtime::start_task_set(*driver, spec, service.task.count);
+  if (service.driver == config::Driver::Podman) {
+    spec.image = config::expand_variables(
+        c.image,
+        {{"COMMIT_SHA", release.commit_sha}, {"COMMIT_SHORT", release.commit_sha.substr(0, 7)}});
+    spec.container_port = c.port.value_or(0);
+  }
+  runtime::Driver& runner = driver_for(service);
+  auto tasks = runtime::start_task_set(runner, spec, service.task.count);
   if (!tasks) return tasks.error();
   for (const auto& t : *tasks) {
     store::TaskRecord rec;
@@ -168,9 +170,13 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
     rec.start_time = t.start_time;
     rec.port = t.port;
     rec.log_path = t.log_path.string();
-    if (auto r = store->insert_task(rec); !r) {
-      (void)runtime::stop_task_set(*driver, *tasks);
-      return r.error();
+    auto recorded = record_driver(t.task_id, service);
+    if (recorded) {
+      if (auto r = store->insert_task(rec); !r) recorded = r.error();
+    }
+    if (!recorded) {
+      (void)runtime::stop_task_set(runner, *tasks);
+      return recorded.error();
     }
   }
   return tasks;
@@ -205,7 +211,7 @@ core::Result<void> Controller::Impl::stop_tasks(const config::Service& service,
       task.stop_signal = service.task.containers.front().stop_signal_number;
       task.stop_timeout = service.task.containers.front().stop_timeout;
     }
-    if (auto r = driver->stop(task); !r) {
+    if (auto r = driver_of(t.task_id).stop(task); !r) {
       core::logger()->warn("runtime: stopping task {}: {}", t.task_id, r.error().message);
       result = r;
     }

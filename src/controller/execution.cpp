@@ -108,10 +108,7 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
   ctx.cache_root = opts.state_dir / "cache";
   ctx.base_env = core::minimal_environment();
   ctx.clock = &clock;
-  ctx.resolve_secret = [](const std::string& name) -> core::Result<std::string> {
-    return core::Error("secret \"" + name +
-                       "\" cannot be resolved: this build has no secret store yet");
-  };
+  ctx.resolve_secret = [this](const std::string& name) { return secrets->get(name); };
 
   pipeline::Observer obs;
   obs.on_stage_start = [&](int index, const std::string& name) {
@@ -157,23 +154,28 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
     for (const auto& sr : result->stages) {
       if (sr.name == svc.artifact && sr.outcome.artifact) art = &*sr.outcome.artifact;
     }
-    if (!art)
+    // A podman service without `artifact:` runs its image alone: its release has no artifact.
+    const bool image_only = svc.driver == config::Driver::Podman && svc.artifact.empty();
+    if (!art && !image_only)
       return fail("service " + svc.name + ": stage " + svc.artifact + " produced no artifact");
-    if (auto r = registry->tag(svc.name, commit.short_sha, art->digest); !r) {
-      return fail("service " + svc.name + ": " + r.error().message);
+    if (art) {
+      if (auto r = registry->tag(svc.name, commit.short_sha, art->digest); !r) {
+        return fail("service " + svc.name + ": " + r.error().message);
+      }
     }
     store::Release rel;
     rel.service = svc.name;
     rel.commit_sha = commit.sha;
     rel.execution_id = id;
-    rel.artifact_digest = art->digest;
-    rel.artifact_path = art->path.string();
+    rel.artifact_digest = art ? art->digest : "";
+    rel.artifact_path = art ? art->path.string() : "";
     rel.task_revision = commit.short_sha;
     auto saved = store->insert_release(rel);
     if (!saved) return fail(saved.error().message);
     releases.emplace_back(&svc, *saved);
     sink.add("pipeline", store::LogStream::System,
-             "release " + saved->id + " of " + svc.name + ": " + art->digest);
+             "release " + saved->id + " of " + svc.name + ": " +
+                 (art ? art->digest : "image only (no artifact)"));
   }
   // Remember every service ever configured (status lists them).
   std::vector<std::string> names;

@@ -18,8 +18,10 @@
 #include "proxy/admin_client.hpp"
 #include "proxy/snapshot.hpp"
 #include "registry/registry.hpp"
+#include "runtime/podman_driver.hpp"
 #include "runtime/runtime.hpp"
 #include "source/source.hpp"
+#include "store/secrets.hpp"
 #include "store/store.hpp"
 
 namespace cutover::controller {
@@ -28,10 +30,12 @@ struct Controller::Impl {
   Options opts;
   core::Clock& clock;
   std::unique_ptr<store::Store> store;
+  std::unique_ptr<store::SecretStore> secrets;
   std::unique_ptr<source::GitSource> source;
   std::unique_ptr<registry::Registry> registry;
   runtime::PortAllocator ports;
   std::unique_ptr<runtime::ProcessDriver> driver;
+  std::unique_ptr<runtime::PodmanDriver> podman;  // services with `driver: podman`
   std::unique_ptr<proxy::AdminClient> proxy_admin;
   pid_t proxy_pid = 0;  // when this controller started the proxy (our child, to be reaped)
 
@@ -85,6 +89,20 @@ struct Controller::Impl {
   // ---- configs of releases (config_cache.cpp-free: stored in meta) ---------------------------
   core::Result<std::shared_ptr<const config::Config>> config_at(
       const std::string& commit_sha) const;
+
+  // ---- secrets (secrets.cpp) -------------------------------------------------------------------
+  // env var -> value for a `secrets:` map; the error names the secret, the variable and `where`
+  // ("service web, container app").
+  core::Result<std::map<std::string, std::string>> resolve_secrets(
+      const std::map<std::string, std::string>& env_to_name, const std::string& where) const;
+
+  // ---- drivers (drivers.cpp)
+  // --------------------------------------------------------------------- The driver a service's
+  // config asks for, and the one that started a recorded task (the store keeps it per task in meta
+  // "task.driver/<task_id>"; absent = process).
+  runtime::Driver& driver_for(const config::Service& service);
+  runtime::Driver& driver_of(const std::string& task_id);
+  core::Result<void> record_driver(const std::string& task_id, const config::Service& service);
 
   // ---- deployments (deployer.cpp) ---------------------------------------------------------------
   // fast_path: all at once whatever the traffic schedule (a rollback redeploying the previous

@@ -45,7 +45,7 @@ core::Result<void> Controller::Impl::recover() {
   if (!tasks) return tasks.error();
   int adopted = 0;
   for (const auto& t : *tasks) {
-    if (auto r = driver->adopt(to_runtime_task(t)); r) {
+    if (auto r = driver_of(t.task_id).adopt(to_runtime_task(t)); r) {
       ++adopted;
     } else {
       core::logger()->warn("runtime: task {} of {} is gone ({}); recorded as stopped", t.task_id,
@@ -54,6 +54,19 @@ core::Result<void> Controller::Impl::recover() {
     }
   }
   if (!tasks->empty()) core::logger()->info("runtime: re-adopted {} running task(s)", adopted);
+  // Containers cutover labelled that the store does not know: reported, never removed here.
+  if (auto containers = podman->list_containers(); containers) {
+    for (const auto& c : *containers) {
+      bool known = false;
+      for (const auto& t : *tasks) known = known || t.task_id == c.task_id;
+      if (!known && c.state == "running") {
+        core::logger()->warn(
+            "runtime: container {} (service {}) carries cutover's labels but no task record; left "
+            "running (remove it with `podman rm -f {}` if it is not needed)",
+            c.name, c.service, c.name);
+      }
+    }
+  }
 
   std::vector<store::TaskRecord> doomed;
   // Deployments a crash interrupted: if production had already moved to green (the live release
@@ -112,7 +125,7 @@ core::Result<void> Controller::Impl::recover() {
       if (!draining || !wait_until(clock.now() + std::chrono::milliseconds(100))) break;
     }
     for (const auto& t : doomed) {
-      (void)driver->stop(to_runtime_task(t));
+      (void)driver_of(t.task_id).stop(to_runtime_task(t));
       (void)store->update_task_status(t.task_id, store::TaskStatus::Stopped);
     }
   }

@@ -267,6 +267,7 @@ Result<pid_t> spawn_impl(const SpawnSpec& spec, int out_fd) {
   if (devnull.get() < 0) return Error("cannot open /dev/null: " + errno_text(errno));
   FdGuard file_out;
   int out = devnull.get();
+  if (out_fd < 0) out_fd = spec.stdout_fd;
   if (out_fd >= 0) {
     out = out_fd;
   } else if (!spec.stdout_file.empty()) {
@@ -294,7 +295,7 @@ Result<pid_t> spawn_impl(const SpawnSpec& spec, int out_fd) {
                  argv.data(),
                  envp.data(),
                  cwd.empty() ? nullptr : cwd.c_str(),
-                 devnull.get(),
+                 spec.stdin_fd >= 0 ? spec.stdin_fd : devnull.get(),
                  out,
                  spec.merge_stderr ? out : devnull.get(),
                  report_write.get(),

@@ -63,7 +63,7 @@ struct SpawnSpec {
   // Working directory; empty = the caller's.
   std::filesystem::path cwd;
   // stdout (and stderr when merge_stderr) is appended here (created 0644); empty = /dev/null.
-  // stdin is always /dev/null.
+  // stdin is /dev/null unless stdin_fd is set.
   std::filesystem::path stdout_file;
   // false: stderr goes to /dev/null.
   bool merge_stderr = true;
@@ -72,6 +72,11 @@ struct SpawnSpec {
   bool new_session = true;
   // Applied with setrlimit() in the child before exec.
   std::vector<ResourceLimit> rlimits;
+  // When >= 0: the child's stdin is this descriptor instead of /dev/null.
+  int stdin_fd = -1;
+  // When >= 0: stdout (and stderr when merge_stderr) go to this descriptor instead of
+  // stdout_file (a pipe to a log copier, for instance). The caller keeps ownership.
+  int stdout_fd = -1;
 };
 
 // PATH, HOME and LANG taken from the controller's environment, with safe defaults when unset
@@ -126,7 +131,8 @@ struct RunResult {
 // running in its process group is killed, so no stage or hook leaves processes behind; it returns
 // only once no process of the group is running.
 // on_line runs on the calling thread and must not throw (an exception kills the tree and is
-// returned as an Error). Error only if the command cannot be started.
+// returned as an Error). Error only if the command cannot be started. spec.stdout_fd is ignored
+// too.
 Result<RunResult> run_command(const SpawnSpec& spec, std::chrono::milliseconds timeout,
                               const std::function<void(std::string_view line)>& on_line,
                               const std::atomic<bool>* cancel = nullptr);

@@ -6,6 +6,7 @@
 #include "core/id.hpp"
 #include "core/log.hpp"
 #include "core/process.hpp"
+#include "core/redact.hpp"
 #include "scan/scan.hpp"
 
 namespace cutover::pipeline {
@@ -31,8 +32,6 @@ const char* to_string(StageStatus status) {
 }
 
 namespace {
-
-constexpr const char* kMask = "***";
 
 bool cancelled(const std::atomic<bool>* cancel) {
   return cancel != nullptr && cancel->load(std::memory_order_relaxed);
@@ -63,18 +62,11 @@ class StageRunner {
  private:
   void log(std::string_view line) {
     if (!observer_.on_log) return;
-    if (secrets_.empty()) {
+    if (redactor_.empty()) {
       observer_.on_log(stage_.name, line);
       return;
     }
-    std::string masked(line);
-    for (const auto& secret : secrets_) {
-      for (size_t pos = masked.find(secret); pos != std::string::npos;
-           pos = masked.find(secret, pos + std::char_traits<char>::length(kMask))) {
-        masked.replace(pos, secret.size(), kMask);
-      }
-    }
-    observer_.on_log(stage_.name, masked);
+    observer_.on_log(stage_.name, redactor_.redact(line));
   }
   void note(const std::string& text) { log("[cutover] " + text); }
 
@@ -126,17 +118,20 @@ class StageRunner {
     auto env = core::minimal_environment();
     for (const auto& [k, v] : ctx_.base_env) env[k] = v;
     for (const auto& [k, v] : stage_.env) env[k] = config::expand_variables(v, vars);
+    std::vector<std::string> secret_values;
     for (const auto& [k, secret_name] : stage_.secrets) {
       if (!ctx_.resolve_secret) {
         return Error("secret " + secret_name + " for " + k +
                      " cannot be resolved (no secret store)");
       }
       auto value = ctx_.resolve_secret(secret_name);
-      if (!value)
+      if (!value) {
         return Error("secret " + secret_name + " for " + k + ": " + value.error().message);
-      if (!value->empty()) secrets_.push_back(*value);
+      }
+      secret_values.push_back(*value);
       env[k] = std::move(value).value();
     }
+    redactor_ = core::Redactor(secret_values);
     for (const auto& [k, v] : vars) env[k] = v;
     return env;
   }
@@ -318,7 +313,7 @@ class StageRunner {
   const std::atomic<bool>* cancel_;
   const core::Clock* clock_;
   core::TimePoint deadline_{};
-  std::vector<std::string> secrets_;
+  core::Redactor redactor_;  // the stage's secret values, masked in every line it logs
 };
 
 }  // namespace

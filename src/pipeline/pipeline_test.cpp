@@ -245,6 +245,52 @@ TEST_F(PipelineTest, EnvironmentAndPipelineVariables) {
   EXPECT_NE(result.message.find("no secret nope"), std::string::npos) << result.message;
 }
 
+TEST_F(PipelineTest, SecretValuesAreMaskedInEveryLogLine) {
+  const std::string pem = "-----BEGIN TEST KEY-----\nAAAAsecretbody\n-----END TEST KEY-----";
+  ctx_.resolve_secret = [&](const std::string& name) -> cutover::core::Result<std::string> {
+    if (name == "db/password") return std::string("pa55-W0rd-xyz");
+    if (name == "tls/key") return pem;
+    return cutover::core::Error("no secret " + name);
+  };
+  // The value whole, on stderr, written in two pieces that reach the pipe as two reads, and a
+  // multi-line value printed in full.
+  StageSpec s = run_stage("deploy", {
+                                        "echo \"password=$DB_PASSWORD\"",
+                                        "echo \"err $DB_PASSWORD\" >&2",
+                                        "printf %s \"${DB_PASSWORD%???????}\"; sleep 0.2; "
+                                        "printf '%s!\\n' \"${DB_PASSWORD#??????}\"",
+                                        "printf '%s\\n' \"$TLS_KEY\"",
+                                    });
+  s.secrets = {{"DB_PASSWORD", "db/password"}, {"TLS_KEY", "tls/key"}};
+  auto result = run({s});
+  ASSERT_TRUE(result.succeeded) << result.message << "\n" << all_logs();
+  EXPECT_TRUE(logged("deploy| password=***")) << all_logs();
+  EXPECT_TRUE(logged("deploy| err ***")) << all_logs();
+  EXPECT_TRUE(logged("deploy| ***!")) << all_logs();
+  // The three lines of the PEM value, each masked on its own.
+  EXPECT_EQ(std::count(logs_.begin(), logs_.end(), "deploy| ***"), 3) << all_logs();
+  const std::string logs = all_logs();
+  for (const char* clear : {"pa55", "W0rd", "AAAAsecretbody", "BEGIN TEST KEY"}) {
+    EXPECT_EQ(logs.find(clear), std::string::npos) << clear << " in:\n" << logs;
+  }
+}
+
+TEST_F(PipelineTest, AMissingSecretNamesTheStageTheVariableAndTheSecret) {
+  ctx_.resolve_secret = [](const std::string& name) -> cutover::core::Result<std::string> {
+    return cutover::core::Error("no secret named \"" + name + "\"",
+                                cutover::core::ErrorKind::NotFound);
+  };
+  StageSpec s = run_stage("publish", {"touch ran"});
+  s.secrets = {{"NPM_TOKEN", "npm-token"}};
+  auto result = run({s});
+  EXPECT_FALSE(result.succeeded);
+  EXPECT_EQ(result.stages[0].outcome.status, StageStatus::Failed);
+  EXPECT_NE(result.message.find("publish: secret npm-token for NPM_TOKEN: no secret named"),
+            std::string::npos)
+      << result.message;
+  EXPECT_FALSE(fs::exists(ctx_.workspace / "ran"));
+}
+
 TEST_F(PipelineTest, CancelStopsRunningCommand) {
   on_line_ = [this](std::string_view line) {
     if (line == "started") cancel_ = true;

@@ -1,6 +1,7 @@
 #include "runtime/runtime.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -8,10 +9,13 @@
 
 #include <cassert>
 #include <cerrno>
+#include <cstring>
 #include <thread>
 
+#include "core/fd.hpp"
 #include "core/fs.hpp"
 #include "core/id.hpp"
+#include "runtime/log_copier.hpp"
 
 namespace cutover::runtime {
 
@@ -21,6 +25,8 @@ using std::chrono::milliseconds;
 
 // After SIGKILL, how long the kernel may take to tear a group down before we report failure.
 constexpr milliseconds kKillWait{5000};
+// After a task stopped, how long its log copier may take to write what is left and exit.
+constexpr milliseconds kCopierDrainWait{5000};
 
 bool port_bindable(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -141,7 +147,43 @@ size_t PortAllocator::allocated_count() const {
 
 // ---- ProcessDriver ----
 
-ProcessDriver::ProcessDriver(PortAllocator& ports) : ports_(ports) {}
+ProcessDriver::ProcessDriver(PortAllocator& ports, ProcessDriverOptions options)
+    : ports_(ports), options_(std::move(options)) {}
+
+core::Result<pid_t> ProcessDriver::start_log_copier(const TaskSpec& spec, const Task& task,
+                                                    int read_fd) {
+  core::SpawnSpec copier;
+  copier.argv = options_.log_copier;
+  copier.argv.insert(copier.argv.end(), {"--log", task.log_path.string()});
+  std::vector<std::string> values;
+  values.reserve(spec.secrets.size());
+  for (const auto& [name, value] : spec.secrets) values.push_back(value);
+  copier.env = core::minimal_environment();
+  for (auto& [k, v] : log_copier_env(values)) copier.env[k] = std::move(v);
+  copier.stdin_fd = read_fd;
+  copier.merge_stderr = false;
+  copier.new_session = true;  // a Ctrl-C at the controller's terminal must not reach it
+  auto pid = core::spawn(copier);
+  if (!pid.ok()) return pid.error().wrap("cannot start the log copier");
+  std::lock_guard lock(mu_);
+  copiers_[*pid] = task.task_id;
+  return *pid;
+}
+
+void ProcessDriver::finish_log_copier(const std::string& task_id) {
+  pid_t pid = 0;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [p, id] : copiers_) {
+      if (id == task_id) pid = p;
+    }
+  }
+  if (pid == 0) return;
+  if (core::wait_for_exit(pid, kCopierDrainWait).ok()) {
+    std::lock_guard lock(mu_);
+    copiers_.erase(pid);
+  }
+}
 
 core::Result<Task> ProcessDriver::start(const TaskSpec& spec) {
   const std::string what =
@@ -170,15 +212,46 @@ core::Result<Task> ProcessDriver::start(const TaskSpec& spec) {
   for (const std::string& arg : spec.command) spawn.argv.push_back(expand(arg, vars));
   spawn.env = core::minimal_environment();
   for (const auto& [k, v] : spec.env) spawn.env[k] = expand(v, vars);
+  for (const auto& [k, v] : spec.secrets) spawn.env[k] = v;
   for (const auto& [k, v] : vars) spawn.env[k] = v;
   spawn.cwd = spec.workdir;
   spawn.stdout_file = task.log_path;
   spawn.merge_stderr = true;
   spawn.new_session = true;
 
+  // With secrets, output goes through the log copier, which masks them.
+  core::UniqueFd pipe_write;
+  pid_t copier = 0;
+  if (!spec.secrets.empty()) {
+    if (options_.log_copier.empty()) {
+      ports_.release(task.port);
+      return core::Error(what +
+                         ": it has secrets, and no log copier is configured to mask them "
+                         "in its log");
+    }
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      ports_.release(task.port);
+      return core::Error(what + ": cannot create a pipe: " + std::strerror(errno),
+                         core::ErrorKind::Unavailable);
+    }
+    core::UniqueFd pipe_read(fds[0]);
+    pipe_write = core::UniqueFd(fds[1]);
+    auto started = start_log_copier(spec, task, pipe_read.get());
+    if (!started.ok()) {
+      ports_.release(task.port);
+      return started.error().wrap(what);
+    }
+    copier = *started;
+    spawn.stdout_fd = pipe_write.get();
+  }
+
   auto pid = core::spawn(spawn);
+  pipe_write =
+      core::UniqueFd();  // the task holds the only write end now: the copier ends when it does
   if (!pid.ok()) {
     ports_.release(task.port);
+    if (copier != 0) finish_log_copier(task.task_id);
     return pid.error().wrap(what);
   }
   task.pid = *pid;
@@ -187,6 +260,7 @@ core::Result<Task> ProcessDriver::start(const TaskSpec& spec) {
   if (!start_time.ok()) {
     (void)core::terminate_tree(task.pid, SIGKILL, milliseconds{0});
     ports_.release(task.port);
+    if (copier != 0) finish_log_copier(task.task_id);
     return start_time.error().wrap(what);
   }
   task.start_time = *start_time;
@@ -220,6 +294,7 @@ core::Result<void> ProcessDriver::stop(const Task& task) {
     result = stop_foreign(task);
   }
 
+  if (result.ok()) finish_log_copier(task.task_id);  // so the log is complete when stop returns
   if (known) {
     std::lock_guard lock(mu_);
     auto it = tasks_.find(task.task_id);
@@ -282,6 +357,16 @@ std::vector<TaskExit> ProcessDriver::reap() {
     } else if (!core::is_same_process(entry.task.pid, entry.task.start_time)) {
       entry.ended = true;
       exits.push_back({id, entry.task.pid, std::nullopt});
+    }
+  }
+  // Log copiers end after their task's output closes; reap them as they do.
+  for (auto it = copiers_.begin(); it != copiers_.end();) {
+    int status = 0;
+    pid_t r = ::waitpid(it->first, &status, WNOHANG);
+    if (r == it->first || (r < 0 && errno == ECHILD)) {
+      it = copiers_.erase(it);
+    } else {
+      ++it;
     }
   }
   return exits;

@@ -77,7 +77,15 @@ struct TaskSpec {
   std::vector<std::string> command;
   // Added to core::minimal_environment(); PORT SERVICE REVISION TASK_ID COLOR are then set and win.
   std::map<std::string, std::string> env;
-  std::filesystem::path workdir;  // the unpacked artifact directory
+  // Secret values by environment variable name, added after env (not ${...}-expanded). Their
+  // values are masked as "***" in the task's log (log_copier.hpp).
+  std::map<std::string, std::string> secrets;
+  std::filesystem::path workdir;  // the unpacked artifact directory (process driver)
+  // Podman driver: the image, and the port the program listens on inside the container (PORT is
+  // set to it there; the allocated host port on 127.0.0.1 is published to it). command, when not
+  // empty, replaces the image's command.
+  std::string image;
+  int container_port = 0;
   std::filesystem::path log_dir;  // created if missing
   int stop_signal = SIGTERM;
   std::chrono::milliseconds stop_timeout{10000};
@@ -122,17 +130,24 @@ class Driver {
   virtual std::vector<TaskExit> reap() = 0;
 };
 
+struct ProcessDriverOptions {
+  // The log copier's command line before `--log FILE` (the controller uses {cutover, "task-log"}).
+  // Tasks with secrets write into a pipe to it, which masks their values in the log file. Empty:
+  // a task with secrets does not start (its values would reach the log in clear).
+  std::vector<std::string> log_copier;
+};
+
 class ProcessDriver final : public Driver {
  public:
-  explicit ProcessDriver(PortAllocator& ports);
+  explicit ProcessDriver(PortAllocator& ports, ProcessDriverOptions options = {});
   // Does not stop anything: tasks outlive the driver and the controller.
   ~ProcessDriver() override = default;
   ProcessDriver(const ProcessDriver&) = delete;
   ProcessDriver& operator=(const ProcessDriver&) = delete;
 
   // Allocates a port, spawns the command detached (own session) in spec.workdir with output
-  // appended to <log_dir>/<task_id>.log. Error (and nothing left running, port released) if the
-  // program cannot be started.
+  // appended to <log_dir>/<task_id>.log — through the log copier when spec has secrets. Error (and
+  // nothing left running, port released) if the program or the copier cannot be started.
   core::Result<Task> start(const TaskSpec& spec) override;
   // Works for our children and for adopted tasks. The port is released only if this driver
   // allocated or adopted it. Error only if the task survives SIGKILL.
@@ -148,9 +163,17 @@ class ProcessDriver final : public Driver {
     bool stopping = false;  // stop() in progress: reap() keeps its hands off
     bool ended = false;     // already reported by reap()
   };
+  // Starts the log copier reading read_fd; its pid (our child, in its own session).
+  core::Result<pid_t> start_log_copier(const TaskSpec& spec, const Task& task, int read_fd);
+  // Reaps the copier of task_id once it has drained the task's output (bounded wait); one that
+  // does not end in time (something the task started still holds the pipe) is left to reap().
+  void finish_log_copier(const std::string& task_id);
+
   PortAllocator& ports_;
+  const ProcessDriverOptions options_;
   mutable std::mutex mu_;
-  std::map<std::string, Entry> tasks_;  // by task_id
+  std::map<std::string, Entry> tasks_;    // by task_id
+  std::map<pid_t, std::string> copiers_;  // log copiers not reaped yet -> their task_id
 };
 
 // Starts count tasks of spec. If one fails, the ones already started are stopped (no orphans) and

@@ -330,6 +330,19 @@ CREATE TABLE meta (
   value TEXT NOT NULL
 );
 )sql",
+    // 2: the secret store. Values are sealed before they reach SQL (store/secrets.hpp): the file
+    // only ever holds ciphertext.
+    R"sql(
+CREATE TABLE secrets (
+  name TEXT PRIMARY KEY,
+  key_id TEXT NOT NULL,
+  nonce TEXT NOT NULL,
+  ciphertext TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql",
 };
 constexpr int kMigrationCount = static_cast<int>(std::size(kMigrations));
 static_assert(kMigrationCount == kSchemaVersion, "kSchemaVersion must match the migration list");

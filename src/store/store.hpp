@@ -1,6 +1,7 @@
 // Store: the controller's persistent state — executions and their stage runs and logs, releases,
 // deployments and their events, the audit trail (a SHA-256 hash chain), the command outbox, the
-// tasks to re-adopt after a crash, each service's live release, and a small key/value table.
+// tasks to re-adopt after a crash, each service's live release, sealed secrets, and a small
+// key/value table.
 //
 // The interface speaks plain C++ value types only; that the backing store is SQLite (WAL mode,
 // versioned migrations through PRAGMA user_version) is private to this module, so that it can move
@@ -34,7 +35,7 @@
 namespace cutover::store {
 
 // The schema version this binary writes. A database with a higher version is refused.
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 // ---- Status enums: stored as their lowercase spelling
 // --------------------------------------------
@@ -176,6 +177,17 @@ struct TaskRecord {
   int64_t created_at = 0;  // stamped on insert
 };
 
+// A secret as the store keeps it: sealed (store/secrets.hpp does the sealing). Never the value.
+struct SecretRow {
+  std::string name{};
+  std::string key_id{};      // which key sealed it (SecretKey::id)
+  std::string nonce{};       // hex
+  std::string ciphertext{};  // hex
+  int64_t version = 0;       // 1 on first put, +1 on every put of the same name
+  int64_t created_at = 0;    // stamped on first put
+  int64_t updated_at = 0;    // stamped on every put
+};
+
 struct LiveState {
   std::string release_id{};
   std::string color{};
@@ -280,6 +292,14 @@ class Store {
   core::Result<std::optional<LiveState>> live(const std::string& service);
   core::Result<void> set_live(const std::string& service, const std::string& release_id,
                               const std::string& color);
+
+  // Sealed secrets (use store::SecretStore, which seals and opens them). put replaces the row of
+  // that name and returns it with version and times stamped; delete returns false if there was
+  // none. list is ordered by name.
+  core::Result<SecretRow> put_secret(SecretRow row);
+  core::Result<std::optional<SecretRow>> get_secret(const std::string& name);
+  core::Result<std::vector<SecretRow>> list_secrets();
+  core::Result<bool> delete_secret(const std::string& name);
 
   // Small key/value settings, e.g. "source.last_commit". Keys starting with "store." are the
   // store's own (set_meta refuses them).

@@ -1,0 +1,212 @@
+// The secret store end to end, black-box: `cutover secrets set|list|rm` through the real API, a
+// stage and a task that print their secrets, and the bytes of everything cutover wrote — the
+// state database, API responses, execution logs, task logs, the controller's own log — searched
+// for the values (DESIGN.md invariant 8).
+#include <signal.h>
+
+#include <regex>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "harness.hpp"
+
+namespace cutover::e2e {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr auto kDeployTimeout = 180s;
+const std::string kBuildToken = "bt-" + std::string("Zq8Xw2Lm9Kp4");
+const std::string kDbPassword = "db-" + std::string("Hv7Rt3Ns6Wy1");
+
+class Secrets : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    app_ = dir_.path() / "app";
+    state_ = dir_.path() / "state";
+    port_ = free_port();
+    fs::copy(fs::path(CUTOVER_SOURCE_DIR) / "examples" / "hello", app_,
+             fs::copy_options::recursive);
+    std::string yaml = read_text(app_ / "cutover.yaml");
+    yaml = std::regex_replace(yaml, std::regex("127\\.0\\.0\\.1:8000"),
+                              "127.0.0.1:" + std::to_string(port_));
+    // The build stage and the task print their secrets.
+    yaml = std::regex_replace(yaml,
+                              std::regex("        - echo \"built \\$\\{COMMIT_SHORT\\} on "
+                                         "\\$\\{BRANCH\\}\"\n"),
+                              "        - echo \"built with token $BUILD_TOKEN\"\n"
+                              "      secrets: { BUILD_TOKEN: build/token }\n");
+    yaml = std::regex_replace(
+        yaml, std::regex("          command: \\[python3, dist/server.py\\]\n"),
+        "          command: [sh, -c, 'echo \"db password is $DB_PASSWORD\"; exec python3 "
+        "dist/server.py']\n"
+        "          secrets: { DB_PASSWORD: hello/db-password }\n");
+    write_text(app_ / "cutover.yaml", yaml);
+    ASSERT_NE(yaml.find("build/token"), std::string::npos) << yaml;
+    ASSERT_NE(yaml.find("hello/db-password"), std::string::npos) << yaml;
+    auto valid = run({CUTOVER_BIN, "validate", (app_ / "cutover.yaml").string()});
+    ASSERT_EQ(valid.exit_code, 0) << valid.err << yaml;
+    sh(app_, "git init -q -b main && git add -A && git commit -q -m 'hello v1'");
+  }
+
+  void TearDown() override {
+    auto st = cli_json({"status"});
+    serve_.reset();
+    if (st.is_object()) {
+      for (const auto& s : st["services"]) {
+        for (const auto& t : s["tasks"]) ::kill(-t["pid"].get<int>(), SIGKILL);
+      }
+    }
+    (void)run({"/bin/sh", "-c",
+               "pkill -KILL -f -- '--admin-socket " + (state_ / "proxy").string() + "'"});
+  }
+
+  void start_serve() {
+    serve_ = std::make_unique<Child>(
+        std::vector<std::string>{CUTOVER_BIN, "serve", "--repo", app_.string(), "--state-dir",
+                                 state_.string(), "--api", "127.0.0.1:0", "--poll", "250ms"},
+        dir_.path() / "serve.log");
+  }
+
+  CommandResult cli(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{CUTOVER_BIN};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--state-dir", state_.string()});
+    return run(argv);
+  }
+  json cli_json(const std::vector<std::string>& args) {
+    std::vector<std::string> with_output = args;
+    with_output.insert(with_output.end(), {"-o", "json"});
+    auto r = cli(with_output);
+    if (r.exit_code != 0) return json();
+    return json::parse(r.out, nullptr, false);
+  }
+  // `printf %s VALUE | cutover secrets set NAME`
+  CommandResult set_secret(const std::string& name, const std::string& value) {
+    return run({"/bin/sh", "-c",
+                "printf '%s\\n' \"$VALUE\" | \"$CUTOVER\" secrets set \"$NAME\" --state-dir "
+                "\"$STATE\""},
+               {{"VALUE", value}, {"CUTOVER", CUTOVER_BIN}, {"NAME", name}, {"STATE", state_}});
+  }
+
+  json latest_execution() {
+    json ex = cli_json({"executions"});
+    if (!ex.is_object() || ex["executions"].empty()) return json();
+    return ex["executions"][0];
+  }
+
+  std::string serve_log() { return read_text(dir_.path() / "serve.log"); }
+
+  TempDir dir_{"cutover-e2e-secrets"};
+  fs::path app_;
+  fs::path state_;
+  int port_ = 0;
+  std::unique_ptr<Child> serve_;
+};
+
+TEST_F(Secrets, InjectedIntoStagesAndTasksAndNeverWrittenInClear) {
+  start_serve();
+  // The first execution needs a secret nobody has set yet: it fails and says which, and where.
+  json failed;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        failed = latest_execution();
+        return failed.is_object() && failed["status"] == "failed";
+      },
+      kDeployTimeout))
+      << serve_log();
+  const std::string why = failed["message"];
+  EXPECT_NE(why.find("build: secret build/token for BUILD_TOKEN: no secret named \"build/token\""),
+            std::string::npos)
+      << why;
+
+  auto set1 = set_secret("build/token", kBuildToken);
+  ASSERT_EQ(set1.exit_code, 0) << set1.err;
+  EXPECT_EQ(set1.out, "secret build/token set (version 1)\n");
+  auto set2 = set_secret("hello/db-password", "not-the-final-value");
+  ASSERT_EQ(set2.exit_code, 0) << set2.err;
+  auto set3 = set_secret("hello/db-password", kDbPassword);
+  ASSERT_EQ(set3.exit_code, 0) << set3.err;
+  EXPECT_EQ(set3.out, "secret hello/db-password set (version 2)\n");
+  auto bad = set_secret("Bad Name", "x");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("invalid secret name"), std::string::npos) << bad.err;
+
+  json list = cli_json({"secrets", "list"});
+  ASSERT_TRUE(list.is_object()) << list;
+  ASSERT_EQ(list["secrets"].size(), 2u);
+  EXPECT_EQ(list["secrets"][0]["name"], "build/token");
+  EXPECT_EQ(list["secrets"][1]["name"], "hello/db-password");
+  EXPECT_EQ(list["secrets"][1]["version"], 2);
+
+  // The secrets API needs the token like every other resource.
+  std::string api = read_text(state_ / "api-address");
+  api = api.substr(0, api.find('\n'));
+  EXPECT_EQ(http_get(std::stoi(api.substr(api.rfind(':') + 1)), "/v1/secrets").status, 401);
+
+  // Now the pipeline passes and the task starts with its secret.
+  sh(app_, "echo v2 > VERSION && git commit -q -am 'hello v2'");
+  ASSERT_TRUE(wait_for(
+      [&] {
+        auto r = http_get(port_, "/");
+        return r.status == 200 && r.body.find("hello from v2 ") != std::string::npos;
+      },
+      kDeployTimeout))
+      << serve_log();
+  json execution = latest_execution();
+  ASSERT_EQ(execution["status"], "succeeded") << execution;
+  auto logs = cli({"logs", execution["id"]});
+  ASSERT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_NE(logs.out.find("[build] built with token ***\n"), std::string::npos) << logs.out;
+
+  json st = cli_json({"status"});
+  ASSERT_EQ(st["services"][0]["tasks"].size(), 2u) << st;
+  std::vector<fs::path> task_logs;
+  for (const auto& entry : fs::directory_iterator(state_ / "tasks")) {
+    if (entry.path().extension() == ".log") task_logs.push_back(entry.path());
+  }
+  ASSERT_EQ(task_logs.size(), 2u);
+  for (const auto& p : task_logs) {
+    ASSERT_TRUE(wait_for([&] { return read_text(p).find("db password is ***\n") == 0; }, 30s))
+        << p << ": " << read_text(p);
+  }
+
+  // Removing a secret: gone from the list; a task that needed it would now fail to start.
+  auto rm = cli({"secrets", "rm", "build/token"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.err;
+  EXPECT_EQ(rm.out, "secret build/token removed\n");
+  auto rm_again = cli({"secrets", "rm", "build/token"});
+  EXPECT_NE(rm_again.exit_code, 0);
+  EXPECT_NE(rm_again.err.find("no secret named \"build/token\""), std::string::npos)
+      << rm_again.err;
+  list = cli_json({"secrets", "list"});
+  ASSERT_EQ(list["secrets"].size(), 1u);
+
+  // Every byte cutover wrote or answered: no value in clear anywhere.
+  std::string everything;
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"status"}, {"executions"}, {"history", "hello"}, {"secrets", "list"}}) {
+    everything += cli_json(args).dump();
+  }
+  const json executions = cli_json({"executions"});
+  for (const auto& e : executions["executions"]) {
+    everything += cli({"logs", e["id"]}).out;
+  }
+  for (const auto& entry : fs::recursive_directory_iterator(state_)) {
+    if (entry.is_regular_file() && entry.path().extension() != ".sock") {
+      everything += read_text(entry.path());
+    }
+  }
+  everything += serve_log();
+  ASSERT_NE(everything.find("hello/db-password"), std::string::npos);  // the search sees names
+  ASSERT_NE(everything.find("db password is ***"), std::string::npos);
+  for (const std::string& value : {kBuildToken, kDbPassword, std::string("not-the-final-value")}) {
+    EXPECT_EQ(everything.find(value), std::string::npos) << value << " found in clear";
+  }
+}
+
+}  // namespace
+}  // namespace cutover::e2e
