@@ -52,12 +52,22 @@ struct Recorder {
     for (const auto& e : events) out.push_back(e.kind);
     return out;
   }
-  std::optional<TaskEvent> last(TaskEventKind k) {
+  std::string dump() {
+    std::lock_guard lock(mu);
+    std::string out;
+    for (const auto& e : events) {
+      out += std::string(to_string(e.kind)) + " pid " + std::to_string(e.task.pid) + ": " +
+             e.detail + "\n";
+    }
+    return out;
+  }
+  // The last event of kind k; an empty event (detail "none") when there is none.
+  TaskEvent last(TaskEventKind k) {
     std::lock_guard lock(mu);
     for (auto it = events.rbegin(); it != events.rend(); ++it) {
       if (it->kind == k) return *it;
     }
-    return std::nullopt;
+    return TaskEvent{k, Task{}, "none"};
   }
 };
 
@@ -113,6 +123,13 @@ SupervisorOptions fast_options() {
   return o;
 }
 
+// Ports of this test process only: ctest runs test processes in parallel, and two allocators of
+// the same range could hand the same free port to two tasks before either binds it.
+PortAllocator test_ports() {
+  const int base = 30000 + static_cast<int>(::getpid() % 300) * 100;
+  return PortAllocator(base, base + 99);
+}
+
 bool no_children_left() {
   int status = 0;
   return ::waitpid(-1, &status, WNOHANG) < 0 && errno == ECHILD;
@@ -122,7 +139,7 @@ bool no_children_left() {
 
 TEST(Supervisor, RestartsATaskThatExitsAfterItsBackoffUnderTheSameIdAndPort) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   core::SimulatedClock clock;
   Recorder rec;
@@ -141,7 +158,7 @@ TEST(Supervisor, RestartsATaskThatExitsAfterItsBackoffUnderTheSameIdAndPort) {
     sup.tick();
     return rec.count(TaskEventKind::Exited) == 1;
   }));
-  EXPECT_EQ(rec.last(TaskEventKind::Exited)->detail, "exited with code 3");
+  EXPECT_EQ(rec.last(TaskEventKind::Exited).detail, "exited with code 3");
   EXPECT_FALSE(sup.state(task->task_id)->running);
   clock.advance(99ms);
   sup.tick();
@@ -162,7 +179,7 @@ TEST(Supervisor, RestartsATaskThatExitsAfterItsBackoffUnderTheSameIdAndPort) {
   EXPECT_TRUE(driver.alive(now));
   EXPECT_FALSE(driver.alive(*task));
   EXPECT_TRUE(ports.is_allocated(now.port));
-  EXPECT_EQ(rec.last(TaskEventKind::Restarted)->task.pid, now.pid);
+  EXPECT_EQ(rec.last(TaskEventKind::Restarted).task.pid, now.pid);
   // Both instances wrote to the same log, with the same port.
   const std::string port = std::to_string(task->port);
   EXPECT_TRUE(wait_real([&] {
@@ -184,7 +201,7 @@ TEST(Supervisor, RestartsATaskThatExitsAfterItsBackoffUnderTheSameIdAndPort) {
 
 TEST(Supervisor, ACrashLoopIsReportedFailedOnceAndNotRetried) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   core::SimulatedClock clock;
   Recorder rec;
@@ -205,8 +222,8 @@ TEST(Supervisor, ACrashLoopIsReportedFailedOnceAndNotRetried) {
   EXPECT_EQ(rec.count(TaskEventKind::Exited), 4);
   EXPECT_EQ(rec.count(TaskEventKind::Restarted), 3);
   EXPECT_EQ(rec.kinds().back(), TaskEventKind::Failed);
-  EXPECT_THAT(rec.last(TaskEventKind::Failed)->detail, HasSubstr("crash loop: 4 exits within"));
-  EXPECT_THAT(rec.last(TaskEventKind::Failed)->detail, HasSubstr("exited with code 1"));
+  EXPECT_THAT(rec.last(TaskEventKind::Failed).detail, HasSubstr("crash loop: 4 exits within"));
+  EXPECT_THAT(rec.last(TaskEventKind::Failed).detail, HasSubstr("exited with code 1"));
   ASSERT_EQ(restarted_at.size(), 3u);
   // Each wait is at least twice the one before (the exit itself takes some ticks too).
   EXPECT_GE(restarted_at[2] - restarted_at[1], 400ms);
@@ -231,7 +248,7 @@ TEST(Supervisor, ACrashLoopIsReportedFailedOnceAndNotRetried) {
 
 TEST(Supervisor, ExitsOutsideTheWindowDoNotAddUpToACrashLoop) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   core::SimulatedClock clock;
   Recorder rec;
@@ -259,7 +276,7 @@ TEST(Supervisor, ExitsOutsideTheWindowDoNotAddUpToACrashLoop) {
 
 TEST(Supervisor, FailingLivenessCheckKillsAndRestartsTheTaskAfterTheStartPeriod) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   core::SimulatedClock clock;
   Recorder rec;
@@ -288,8 +305,8 @@ TEST(Supervisor, FailingLivenessCheckKillsAndRestartsTheTaskAfterTheStartPeriod)
   std::filesystem::remove(dir.path() / "alive");
   ASSERT_TRUE(drive(
       sup, clock, [&] { return rec.count(TaskEventKind::Unhealthy) == 1; }, 100ms));
-  EXPECT_THAT(rec.last(TaskEventKind::Unhealthy)->detail, HasSubstr("3 in a row"));
-  EXPECT_THAT(rec.last(TaskEventKind::Unhealthy)->detail, HasSubstr("exited with code 1"));
+  EXPECT_THAT(rec.last(TaskEventKind::Unhealthy).detail, HasSubstr("3 in a row"));
+  EXPECT_THAT(rec.last(TaskEventKind::Unhealthy).detail, HasSubstr("exited with code 1"));
   std::filesystem::path alive = dir.path() / "alive";
   std::ofstream(alive).put('\n');
   ASSERT_TRUE(drive(sup, clock, [&] { return rec.count(TaskEventKind::Restarted) == 1; }));
@@ -309,7 +326,7 @@ TEST(Supervisor, FailingLivenessCheckKillsAndRestartsTheTaskAfterTheStartPeriod)
 
 TEST(Supervisor, FailuresDuringTheStartPeriodDoNotCount) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   core::SimulatedClock clock;
   Recorder rec;
@@ -327,7 +344,7 @@ TEST(Supervisor, FailuresDuringTheStartPeriodDoNotCount) {
   ASSERT_TRUE(drive(
       sup, clock, [&] { return rec.count(TaskEventKind::Unhealthy) == 1; }, 250ms));
   EXPECT_GE(clock.now() - start, 30s);
-  EXPECT_THAT(rec.last(TaskEventKind::Unhealthy)->detail, HasSubstr("Connection refused"));
+  EXPECT_THAT(rec.last(TaskEventKind::Unhealthy).detail, HasSubstr("Connection refused"));
   EXPECT_EQ(sup.state(task->task_id)->liveness, LivenessState::Unhealthy);
   EXPECT_TRUE(sup.stop(*task).ok());
   EXPECT_TRUE(no_children_left());
@@ -335,7 +352,7 @@ TEST(Supervisor, FailuresDuringTheStartPeriodDoNotCount) {
 
 TEST(Supervisor, HttpAndTcpLivenessAgainstARealServer) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   core::SimulatedClock clock;
   Recorder rec;
@@ -367,14 +384,14 @@ TEST(Supervisor, HttpAndTcpLivenessAgainstARealServer) {
   std::filesystem::remove(dir.path() / "health");
   ASSERT_TRUE(drive(
       sup, clock, [&] { return rec.count(TaskEventKind::Restarted) == 1; }, 100ms));
-  EXPECT_THAT(rec.last(TaskEventKind::Unhealthy)->detail, HasSubstr("status 404 (2 in a row)"));
+  EXPECT_THAT(rec.last(TaskEventKind::Unhealthy).detail, HasSubstr("status 404 (2 in a row)"));
   EXPECT_TRUE(sup.stop(*task).ok());
   EXPECT_TRUE(no_children_left());
 }
 
 TEST(Supervisor, StopKillsAChildIgnoringSigtermAndItsGrandchild) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   core::SimulatedClock clock;
   Recorder rec;
@@ -414,7 +431,7 @@ TEST(Supervisor, StopKillsAChildIgnoringSigtermAndItsGrandchild) {
 
 TEST(Supervisor, RlimitsApplyToTheTask) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   config::Limits limits;
   limits.open_files = 77;
@@ -433,7 +450,7 @@ TEST(Supervisor, RlimitsApplyToTheTask) {
 
 TEST(Supervisor, MemoryLimitStopsAnAllocationBeyondIt) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   config::Limits limits;
   limits.memory = 64ULL << 20;
@@ -454,7 +471,7 @@ TEST(Supervisor, MemoryLimitStopsAnAllocationBeyondIt) {
 
 TEST(Supervisor, RotatesALogThatOutgrowsItsCapAndTailReadsAcrossFiles) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   core::SimulatedClock clock;
   Recorder rec;
