@@ -46,12 +46,16 @@ core::Result<std::unique_ptr<Controller>> Controller::create(Options options, co
   if (!src) return src.error().wrap("cannot open repository " + impl->opts.repo);
   impl->source = std::move(*src);
   impl->driver = std::make_unique<runtime::ProcessDriver>(impl->ports);
+  impl->supervisor = std::make_unique<runtime::Supervisor>(
+      *impl->driver, clock, runtime::SupervisorOptions{},
+      [impl = impl.get()](const runtime::TaskEvent& e) { impl->on_task_event(e); });
   impl->proxy_admin = std::make_unique<proxy::AdminClient>(impl->admin_socket());
   return std::unique_ptr<Controller>(new Controller(std::move(impl)));
 }
 
 core::Result<void> Controller::start() {
   if (auto r = impl_->recover(); !r) return r;
+  impl_->supervisor->start();
   impl_->loop_thread = std::thread([impl = impl_.get()] { impl->run_loop(); });
   return {};
 }
@@ -64,6 +68,7 @@ void Controller::stop() {
   impl_->cancel_execution = true;
   impl_->cv.notify_all();
   if (impl_->loop_thread.joinable()) impl_->loop_thread.join();
+  impl_->supervisor->shutdown();
 }
 
 void Controller::request_poll() {
@@ -104,16 +109,41 @@ void Controller::Impl::run_loop() {
   }
 }
 
-void Controller::Impl::tick() {
-  // Tasks that exited on their own: record them and take them out of the routes. (Restarts with
-  // backoff and crash-loop detection arrive with the runtime issue.)
-  bool routes_changed = false;
-  for (const auto& exit : driver->reap()) {
-    core::logger()->warn("runtime: task {} (pid {}) exited unexpectedly: {}", exit.task_id,
-                         exit.pid, exit.status ? exit.status->to_string() : "status unknown");
-    (void)store->update_task_status(exit.task_id, store::TaskStatus::Failed);
-    routes_changed = true;
+void Controller::Impl::on_task_event(const runtime::TaskEvent& e) {
+  auto log = core::logger();
+  const std::string what = "runtime: task " + e.task.task_id + " of " + e.task.service + " (pid " +
+                           std::to_string(e.task.pid) + ")";
+  switch (e.kind) {
+    case runtime::TaskEventKind::Exited:
+      log->warn("{} exited unexpectedly: {}", what, e.detail);
+      break;
+    case runtime::TaskEventKind::Unhealthy:
+      log->warn("{} is unhealthy: {}", what, e.detail);
+      break;
+    case runtime::TaskEventKind::Restarted:
+      log->info("{} restarted: {}", what, e.detail);
+      if (auto r = store->update_task_process(e.task.task_id, e.task.pid, e.task.start_time); !r) {
+        log->error("store: {}", r.error().message);
+      }
+      break;
+    case runtime::TaskEventKind::Failed:
+      log->error("{} failed: {}", what, e.detail);
+      if (auto r = store->update_task_status(e.task.task_id, store::TaskStatus::Failed); !r) {
+        log->error("store: {}", r.error().message);
+      }
+      routes_dirty = true;
+      {
+        std::lock_guard lock(mu);
+        poll_requested = true;  // wake the loop to republish now
+      }
+      cv.notify_all();
+      break;
   }
+}
+
+void Controller::Impl::tick() {
+  // A task the supervisor gave up on (crash loop) leaves the routes.
+  bool routes_changed = routes_dirty.exchange(false);
   // The proxy outlives us, but if it died, start it again: it reloads its persisted snapshot.
   if (!proxy_admin->health()) {
     core::logger()->error("proxy: not answering on {}; restarting it", admin_socket().string());

@@ -41,8 +41,9 @@ store::DeploymentStatus status_of(deploy::Phase p) {
 
 }  // namespace
 
-core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
-    const config::Service& service, const store::Release& release, deploy::Color color) {
+core::Result<runtime::TaskSpec> Controller::Impl::task_spec(const config::Service& service,
+                                                            const store::Release& release,
+                                                            const std::string& color) const {
   if (service.driver != config::Driver::Process) {
     return core::Error("service " + service.name +
                        ": the podman driver is not available in this build yet (driver: process)");
@@ -63,13 +64,24 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
   spec.service = service.name;
   spec.container = c.name;
   spec.revision = release.commit_sha;
-  spec.color = std::string(deploy::to_string(color));
+  spec.color = color;
   spec.command = c.command;
   spec.env = c.env;
   spec.workdir = release.artifact_path;
   spec.log_dir = task_log_dir();
   spec.stop_signal = c.stop_signal_number;
   spec.stop_timeout = c.stop_timeout;
+  spec.rlimits = runtime::to_rlimits(c.limits);
+  spec.health = c.health;
+  return spec;
+}
+
+core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
+    const config::Service& service, const store::Release& release, deploy::Color color) {
+  auto made = task_spec(service, release, std::string(deploy::to_string(color)));
+  if (!made) return made.error();
+  const runtime::TaskSpec& spec = *made;
+  const config::Container& c = service.task.containers.front();
   auto tasks = runtime::start_task_set(*driver, spec, service.task.count);
   if (!tasks) return tasks.error();
   for (const auto& t : *tasks) {
@@ -88,6 +100,7 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
       return r.error();
     }
   }
+  for (const auto& t : *tasks) supervisor->supervise(t, spec);
   return tasks;
 }
 
@@ -120,7 +133,7 @@ core::Result<void> Controller::Impl::stop_tasks(const config::Service& service,
       task.stop_signal = service.task.containers.front().stop_signal_number;
       task.stop_timeout = service.task.containers.front().stop_timeout;
     }
-    if (auto r = driver->stop(task); !r) {
+    if (auto r = supervisor->stop(task); !r) {
       core::logger()->warn("runtime: stopping task {}: {}", t.task_id, r.error().message);
       result = r;
     }

@@ -18,6 +18,7 @@
 #include "proxy/snapshot.hpp"
 #include "registry/registry.hpp"
 #include "runtime/runtime.hpp"
+#include "runtime/supervisor.hpp"
 #include "source/source.hpp"
 #include "store/store.hpp"
 
@@ -31,6 +32,11 @@ struct Controller::Impl {
   std::unique_ptr<registry::Registry> registry;
   runtime::PortAllocator ports;
   std::unique_ptr<runtime::ProcessDriver> driver;
+  // Restarts, crash loops, liveness and log rotation of every running task; its events are
+  // persisted from its thread (on_task_event), so a restarted task's new pid is in the store
+  // before anything else happens to it.
+  std::unique_ptr<runtime::Supervisor> supervisor;
+  std::atomic<bool> routes_dirty{false};  // a task failed: the loop republishes the routes
   std::unique_ptr<proxy::AdminClient> proxy_admin;
   pid_t proxy_pid = 0;  // when this controller started the proxy (our child, to be reaped)
 
@@ -55,8 +61,12 @@ struct Controller::Impl {
   bool stop_requested();
   void tick();
 
+  void on_task_event(const runtime::TaskEvent& event);
+
   // ---- recovery (recovery.cpp) ----------------------------------------------------------------
   core::Result<void> recover();
+  // Puts a re-adopted task back under supervision with the spec of its release (logged if not).
+  void supervise_adopted(const store::TaskRecord& t);
 
   // ---- executions (execution.cpp) -------------------------------------------------------------
   void run_execution(const source::Commit& commit);
@@ -82,6 +92,10 @@ struct Controller::Impl {
 
   // ---- deployments (deployer.cpp) ---------------------------------------------------------------
   void deploy_release(const config::Service& service, const store::Release& release);
+  // What the runtime runs for the tasks of service at release (also to supervise adopted tasks).
+  core::Result<runtime::TaskSpec> task_spec(const config::Service& service,
+                                            const store::Release& release,
+                                            const std::string& color) const;
   core::Result<std::vector<runtime::Task>> start_tasks(const config::Service& service,
                                                        const store::Release& release,
                                                        deploy::Color color);

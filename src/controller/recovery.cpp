@@ -21,6 +21,31 @@ std::vector<std::string> known_services(store::Store& st) {
 
 }  // namespace
 
+void Controller::Impl::supervise_adopted(const store::TaskRecord& t) {
+  // Restarts and liveness need what the task runs: the config of its release.
+  auto why_not = [&]() -> std::string {
+    auto rel = store->get_release(t.release_id);
+    if (!rel) return rel.error().message;
+    if (!rel->has_value()) return "its release " + t.release_id + " is not in the store";
+    auto cfg = config_at((**rel).commit_sha);
+    if (!cfg) return cfg.error().message;
+    const config::Service* svc = (*cfg)->find_service(t.service);
+    if (!svc) return "its release's configuration has no service " + t.service;
+    auto spec = task_spec(*svc, **rel, t.color);
+    if (!spec) return spec.error().message;
+    runtime::Task task = to_runtime_task(t);
+    task.revision = (**rel).commit_sha;
+    task.stop_signal = spec->stop_signal;
+    task.stop_timeout = spec->stop_timeout;
+    supervisor->supervise(task, *spec);
+    return "";
+  }();
+  if (!why_not.empty()) {
+    core::logger()->warn("runtime: task {} of {} re-adopted but not supervised: {}", t.task_id,
+                         t.service, why_not);
+  }
+}
+
 core::Result<void> Controller::Impl::recover() {
   if (auto r = ensure_proxy(); !r) return r;
 
@@ -44,6 +69,7 @@ core::Result<void> Controller::Impl::recover() {
   for (const auto& t : *tasks) {
     if (auto r = driver->adopt(to_runtime_task(t)); r) {
       ++adopted;
+      supervise_adopted(t);
     } else {
       core::logger()->warn("runtime: task {} of {} is gone ({}); recorded as stopped", t.task_id,
                            t.service, r.error().message);
@@ -77,7 +103,7 @@ core::Result<void> Controller::Impl::recover() {
     for (const auto& t : *running) {
       const bool green_task = t.release_id == dep.release_id;
       if (moved == green_task) continue;  // keep what serves production
-      (void)driver->stop(to_runtime_task(t));
+      (void)supervisor->stop(to_runtime_task(t));
       (void)store->update_task_status(t.task_id, store::TaskStatus::Stopped);
     }
     store::DeploymentUpdate u;

@@ -22,6 +22,8 @@ namespace {
 using std::chrono::milliseconds;
 using Steady = std::chrono::steady_clock;
 
+constexpr size_t kMaxUnclaimed = 1024;
+
 std::string describe_task(const Task& t) {
   return "task " + t.task_id + " (pid " + std::to_string(t.pid) + ")";
 }
@@ -254,6 +256,10 @@ void Supervisor::supervise(const Task& task, const TaskSpec& spec) {
     return;
   }
   Entry& e = entries_[task.task_id];
+  if (auto u = unclaimed_.find(task.task_id); u != unclaimed_.end()) {
+    replay_.push_back(u->second);
+    unclaimed_.erase(u);
+  }
   e.spec = spec;
   e.state.task = task;
   e.state.running = true;
@@ -347,9 +353,16 @@ void Supervisor::tick() {
     const auto now = clock_.now();
 
     // 1. Instances that ended on their own.
-    for (const TaskExit& exit : driver_.reap()) {
+    std::vector<TaskExit> exits = driver_.reap();
+    exits.insert(exits.begin(), replay_.begin(), replay_.end());
+    replay_.clear();
+    for (const TaskExit& exit : exits) {
       auto it = entries_.find(exit.task_id);
-      if (it == entries_.end()) continue;
+      if (it == entries_.end()) {
+        if (unclaimed_.size() >= kMaxUnclaimed) unclaimed_.erase(unclaimed_.begin());
+        unclaimed_[exit.task_id] = exit;
+        continue;
+      }
       Entry& e = it->second;
       if (!e.state.running || e.state.task.pid != exit.pid) continue;
       const std::string how = exit.status ? exit.status->to_string() : "exited (status unknown)";

@@ -142,6 +142,10 @@ class Supervisor {
 
   mutable std::mutex mu_;
   std::map<std::string, Entry> entries_;  // by task_id
+  // Exits reaped before their task was supervised (it ended between Driver::start and
+  // supervise()): handed to the entry when supervise() comes. Bounded by kMaxUnclaimed.
+  std::map<std::string, TaskExit> unclaimed_;
+  std::vector<TaskExit> replay_;
   core::TimePoint next_log_check_{};
   std::mutex tick_mu_;  // one tick() at a time
 

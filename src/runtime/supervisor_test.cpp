@@ -517,3 +517,26 @@ TEST(Supervisor, RotatesALogThatOutgrowsItsCapAndTailReadsAcrossFiles) {
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.error().kind, core::ErrorKind::NotFound);
 }
+
+TEST(Supervisor, AnExitReapedBeforeSuperviseIsNotLost) {
+  TempDir dir;
+  PortAllocator ports = test_ports();
+  ProcessDriver driver(ports);
+  core::SimulatedClock clock;
+  Recorder rec;
+  Supervisor sup(driver, clock, fast_options(), rec.listener());
+  TaskSpec spec = shell_task(dir, "if [ -e once ]; then exec sleep 1000; fi; touch once; exit 7");
+  auto task = driver.start(spec);
+  ASSERT_TRUE(task.ok());
+  // The supervisor's thread reaps the exit before the caller gets to supervise() the task.
+  ASSERT_TRUE(wait_real([&] {
+    sup.tick();
+    return !driver.alive(*task) && !core::process_start_time(task->pid).ok();
+  }));
+  EXPECT_TRUE(rec.kinds().empty());
+  sup.supervise(*task, spec);
+  ASSERT_TRUE(drive(sup, clock, [&] { return rec.count(TaskEventKind::Restarted) == 1; }));
+  EXPECT_EQ(rec.last(TaskEventKind::Exited).detail, "exited with code 7");
+  EXPECT_TRUE(sup.stop(*task).ok());
+  EXPECT_TRUE(no_children_left());
+}

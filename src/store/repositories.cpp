@@ -722,6 +722,17 @@ Result<void> Store::update_task_status(const std::string& task_id, TaskStatus st
   });
 }
 
+Result<void> Store::update_task_process(const std::string& task_id, int64_t pid,
+                                        int64_t start_time) {
+  return impl_->in_tx(true, [&]() -> Result<void> {
+    STORE_ASSIGN(st, impl_->query("UPDATE tasks SET pid = ?, start_time = ? WHERE task_id = ?", pid,
+                                  start_time, task_id));
+    STORE_TRY(st.run());
+    if (sqlite3_changes(impl_->db) == 0) return not_found("task", task_id);
+    return core::ok();
+  });
+}
+
 Result<std::optional<TaskRecord>> Store::get_task(const std::string& task_id) {
   return impl_->in_tx(false, [&]() -> Result<std::optional<TaskRecord>> {
     STORE_ASSIGN(

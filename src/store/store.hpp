@@ -272,6 +272,9 @@ class Store {
   // Tasks to re-adopt after a controller restart.
   core::Result<TaskRecord> insert_task(TaskRecord t);
   core::Result<void> update_task_status(const std::string& task_id, TaskStatus status);
+  // The task was restarted by the runtime: same id and port, a new process.
+  core::Result<void> update_task_process(const std::string& task_id, int64_t pid,
+                                         int64_t start_time);
   core::Result<std::optional<TaskRecord>> get_task(const std::string& task_id);
   core::Result<std::vector<TaskRecord>> list_running_tasks(
       const std::optional<std::string>& service = std::nullopt);

@@ -524,6 +524,11 @@ TEST_F(StoreTest, TasksLiveAndMeta) {
   EXPECT_EQ((*web)[0].pid, 4242);
   EXPECT_EQ((*web)[0].start_time, 123456789);
   EXPECT_EQ((*web)[0].port, 30001);
+  ASSERT_TRUE(s->update_task_process(t1->task_id, 5151, 987654321).ok());  // restarted
+  EXPECT_FALSE(s->update_task_process("task-nope", 1, 1).ok());
+  EXPECT_EQ(s->get_task(t1->task_id).value()->pid, 5151);
+  EXPECT_EQ(s->get_task(t1->task_id).value()->start_time, 987654321);
+  EXPECT_EQ(s->get_task(t1->task_id).value()->port, 30001);
   ASSERT_TRUE(s->update_task_status(t1->task_id, TaskStatus::Stopped).ok());
   EXPECT_FALSE(s->update_task_status("task-nope", TaskStatus::Stopped).ok());
   EXPECT_TRUE(s->list_running_tasks("web")->empty());
