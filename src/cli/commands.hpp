@@ -41,6 +41,13 @@ int cmd_schema();
 int cmd_status(const ClientOptions& c, const std::string& service);
 int cmd_history(const ClientOptions& c, const std::string& service);
 int cmd_executions(const ClientOptions& c, int limit);
-int cmd_logs(const ClientOptions& c, const std::string& execution, bool follow);
+// target: an execution id (ex-...) prints its pipeline logs; a service name prints the logs of its
+// running tasks (or of task_id). follow: keep printing new lines (until the execution ends; for a
+// task, until interrupted).
+int cmd_logs(const ClientOptions& c, const std::string& target, const std::string& task_id,
+             bool follow);
+// Task definition revisions of a service; with diff_from/diff_to ("3" or "web:3"), what changed.
+int cmd_task_defs(const ClientOptions& c, const std::string& service, const std::string& diff_from,
+                  const std::string& diff_to);
 
 }  // namespace cutover::cli

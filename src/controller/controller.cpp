@@ -1,10 +1,14 @@
 #include "controller/controller.hpp"
 
+#include <filesystem>
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "controller/internal.hpp"
 #include "core/fs.hpp"
 #include "core/log.hpp"
+#include "runtime/task_definition.hpp"
 
 namespace cutover::controller {
 
@@ -376,6 +380,101 @@ core::Result<json> Controller::logs(const std::string& execution_id, int64_t aft
                                 {"stream", std::string(store::to_string(l.stream))},
                                 {"time", core::format_rfc3339(core::from_unix_ms(l.time))},
                                 {"text", l.text}});
+  }
+  return out;
+}
+
+core::Result<json> Controller::task_definitions(const std::string& service) const {
+  auto defs = impl_->store->list_task_definitions(service, 0);
+  if (!defs) return internal(defs.error());
+  if (defs->empty()) {
+    return core::Error("service \"" + service + "\" has no task definition yet",
+                       core::ErrorKind::NotFound);
+  }
+  json out{{"service", service}, {"revisions", json::array()}};
+  for (const auto& d : *defs) {
+    out["revisions"].push_back(
+        json{{"revision", d.revision},
+             {"name", service + ":" + std::to_string(d.revision)},
+             {"digest", d.digest},
+             {"commit", d.commit_sha.substr(0, 7)},
+             {"commit_sha", d.commit_sha},
+             {"created_at", core::format_rfc3339(core::from_unix_ms(d.created_at))},
+             {"definition", json::parse(d.definition_json, nullptr, false)}});
+  }
+  return out;
+}
+
+core::Result<json> Controller::task_definition_diff(const std::string& service, int64_t from,
+                                                    int64_t to) const {
+  auto get = [&](int64_t rev) -> core::Result<json> {
+    auto d = impl_->store->get_task_definition(service, rev);
+    if (!d) return internal(d.error());
+    if (!d->has_value()) {
+      return core::Error("no task definition " + service + ":" + std::to_string(rev),
+                         core::ErrorKind::NotFound);
+    }
+    return json::parse((**d).definition_json, nullptr, false);
+  };
+  auto a = get(from);
+  if (!a) return a.error();
+  auto b = get(to);
+  if (!b) return b.error();
+  return json{{"service", service},
+              {"from", service + ":" + std::to_string(from)},
+              {"to", service + ":" + std::to_string(to)},
+              {"changes", runtime::diff_task_definitions(*a, *b)}};
+}
+
+core::Result<json> Controller::task_logs(const std::string& service, const std::string& task_id,
+                                         std::optional<int64_t> offset, int tail_lines) const {
+  std::vector<store::TaskRecord> tasks;
+  if (!task_id.empty()) {
+    auto t = impl_->store->get_task(task_id);
+    if (!t) return internal(t.error());
+    if (!t->has_value() || (**t).service != service) {
+      return core::Error("service " + service + " has no task \"" + task_id + "\"",
+                         core::ErrorKind::NotFound);
+    }
+    tasks.push_back(**t);
+  } else {
+    if (offset) return core::Error("offset needs a task (?task=ID)");
+    auto running = impl_->store->list_running_tasks(service);
+    if (!running) return internal(running.error());
+    tasks = *running;
+  }
+  json out{{"service", service}, {"tasks", json::array()}};
+  for (const auto& t : tasks) {
+    json tj{{"id", t.task_id},
+            {"color", t.color},
+            {"status", std::string(store::to_string(t.status))},
+            {"pid", t.pid},
+            {"log_path", t.log_path}};
+    std::error_code ec;
+    const auto size = static_cast<int64_t>(std::filesystem::file_size(t.log_path, ec));
+    const int64_t end = ec ? 0 : size;
+    if (offset) {
+      int64_t from = *offset;
+      tj["rotated"] = from > end;  // truncated by rotation since the last read: start again
+      if (from > end) from = 0;
+      constexpr int64_t kMaxChunk = 1 << 20;
+      std::string text;
+      if (end > from) {
+        std::ifstream in(t.log_path, std::ios::binary);
+        in.seekg(from);
+        text.resize(static_cast<size_t>(std::min(end - from, kMaxChunk)));
+        in.read(text.data(), static_cast<std::streamsize>(text.size()));
+        text.resize(static_cast<size_t>(in.gcount()));
+      }
+      tj["text"] = text;  // the API dumps invalid UTF-8 as U+FFFD
+      tj["offset"] = from + static_cast<int64_t>(text.size());
+    } else {
+      auto lines =
+          runtime::tail_log(t.log_path, static_cast<size_t>(std::clamp(tail_lines, 1, 10000)));
+      tj["lines"] = lines ? json(*lines) : json::array();
+      tj["offset"] = end;
+    }
+    out["tasks"].push_back(std::move(tj));
   }
   return out;
 }
