@@ -296,12 +296,20 @@ core::Result<json> Controller::status(const std::string& service_filter) const {
     if (!tasks) return internal(tasks.error());
     for (const auto& t : *tasks) {
       auto h = health.find(t.task_id);
-      s["tasks"].push_back(json{{"id", t.task_id},
-                                {"color", t.color},
-                                {"pid", t.pid},
-                                {"port", t.port},
-                                {"release", t.release_id},
-                                {"health", h == health.end() ? "unregistered" : h->second}});
+      json tj{{"id", t.task_id},
+              {"color", t.color},
+              {"pid", t.pid},
+              {"port", t.port},
+              {"release", t.release_id},
+              {"health", h == health.end() ? "unregistered" : h->second},
+              {"liveness", "unsupervised"},
+              {"restarts", 0}};
+      if (auto sup = impl.supervisor->state(t.task_id)) {
+        tj["liveness"] = std::string(runtime::to_string(sup->liveness));
+        tj["restarts"] = sup->restarts;
+        if (!sup->last_exit.empty()) tj["last_exit"] = sup->last_exit;
+      }
+      s["tasks"].push_back(std::move(tj));
     }
     out["services"].push_back(std::move(s));
   }

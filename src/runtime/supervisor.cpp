@@ -266,7 +266,7 @@ void Supervisor::supervise(const Task& task, const TaskSpec& spec) {
   e.state.liveness =
       spec.health.kind == config::HealthKind::None ? LivenessState::None : LivenessState::Starting;
   e.started_at = now;
-  e.next_check = now;
+  e.next_check = now + spec.health.interval;  // the first check after one interval (as ECS)
 }
 
 core::Result<void> Supervisor::stop(const Task& task) {
@@ -396,7 +396,7 @@ void Supervisor::tick() {
           e.state.running = true;
           ++e.state.restarts;
           e.started_at = now;
-          e.next_check = now;
+          e.next_check = now + e.spec.health.interval;
           e.consecutive_failures = 0;
           if (e.state.liveness != LivenessState::None) e.state.liveness = LivenessState::Starting;
           events.push_back(
