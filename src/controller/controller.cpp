@@ -232,6 +232,13 @@ core::Result<json> Controller::status(const std::string& service_filter) const {
       std::find(names.begin(), names.end(), service_filter) == names.end()) {
     return core::Error("no service named \"" + service_filter + "\"", core::ErrorKind::NotFound);
   }
+  out["unaccounted_tasks"] = json::array();
+  {
+    std::lock_guard lock(impl.unaccounted_mu);
+    for (const auto& p : impl.unaccounted) {
+      out["unaccounted_tasks"].push_back(json{{"pid", p.pid}, {"task_id", p.task_id}});
+    }
+  }
   out["services"] = json::array();
   for (const auto& name : names) {
     if (!service_filter.empty() && name != service_filter) continue;

@@ -37,6 +37,10 @@ struct Controller::Impl {
   // before anything else happens to it.
   std::unique_ptr<runtime::Supervisor> supervisor;
   std::atomic<bool> routes_dirty{false};  // a task failed: the loop republishes the routes
+  // Task processes of this state directory that no stored task accounts for, found at recovery:
+  // reported (log, audit, status), never killed. Guarded by unaccounted_mu.
+  mutable std::mutex unaccounted_mu;
+  std::vector<runtime::FoundProcess> unaccounted;
   std::unique_ptr<proxy::AdminClient> proxy_admin;
   pid_t proxy_pid = 0;  // when this controller started the proxy (our child, to be reaped)
 

@@ -1,5 +1,7 @@
 // What a (re)started controller does before its loop runs: adopt the proxy and the tasks the last
 // run left, settle what a crash interrupted, and republish the routes of what is live.
+#include <set>
+
 #include <nlohmann/json.hpp>
 
 #include "controller/internal.hpp"
@@ -77,6 +79,28 @@ core::Result<void> Controller::Impl::recover() {
     }
   }
   if (!tasks->empty()) core::logger()->info("runtime: re-adopted {} running task(s)", adopted);
+
+  // Task processes that the store does not account for (started by a controller that crashed
+  // before it recorded them, or by hand with our marker): reported, never killed.
+  std::set<std::pair<int64_t, int64_t>> known;  // (pid, start time)
+  if (auto running = store->list_running_tasks(); running) {
+    for (const auto& t : *running) known.insert({t.pid, t.start_time});
+  }
+  std::vector<runtime::FoundProcess> strays;
+  for (const auto& p : runtime::find_task_processes(task_log_dir())) {
+    if (known.count({p.pid, p.start_time})) continue;
+    core::logger()->warn(
+        "runtime: process {} claims to be task {} but no running task of the store accounts for "
+        "it; left running (stop it by hand if it is not yours)",
+        p.pid, p.task_id);
+    (void)store->append_audit("controller", "runtime.unaccounted_task", "task:" + p.task_id,
+                              json{{"pid", p.pid}, {"start_time", p.start_time}}.dump());
+    strays.push_back(p);
+  }
+  {
+    std::lock_guard lock(unaccounted_mu);
+    unaccounted = std::move(strays);
+  }
 
   // Deployments a crash interrupted: if production had already moved to green (the live release
   // is the deployment's), finish it by stopping blue; otherwise stop green and keep blue.

@@ -188,6 +188,7 @@ core::SpawnSpec task_spawn_spec(const Task& task, const TaskSpec& spec,
 
 core::Result<void> ProcessDriver::spawn_task(const TaskSpec& spec, Task& task) {
   core::SpawnSpec spawn = task_spawn_spec(task, spec, spec.command);
+  spawn.env["CUTOVER_TASK_DIR"] = spec.log_dir.string();  // see find_task_processes
   spawn.stdout_file = task.log_path;
   spawn.merge_stderr = true;
   spawn.rlimits = spec.rlimits;
@@ -422,6 +423,49 @@ std::vector<TaskExit> ProcessDriver::reap() {
     }
   }
   return exits;
+}
+
+std::vector<FoundProcess> find_task_processes(const std::filesystem::path& log_dir) {
+  std::vector<FoundProcess> out;
+  const std::string marker = "CUTOVER_TASK_DIR=" + log_dir.string();
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(name));
+    // Only a task's leader: it leads its own session.
+    auto stat = core::read_file(entry.path() / "stat");
+    if (!stat.ok()) continue;
+    const size_t paren = stat->rfind(')');
+    if (paren == std::string::npos) continue;
+    std::vector<std::string> fields;  // from field 3 (state) on
+    size_t i = paren + 2;
+    while (i < stat->size() && fields.size() < 4) {
+      size_t j = stat->find(' ', i);
+      if (j == std::string::npos) j = stat->size();
+      fields.push_back(stat->substr(i, j - i));
+      i = j + 1;
+    }
+    if (fields.size() < 4 || fields[0] == "Z" || fields[3] != name) continue;  // field 6: session
+    auto env = core::read_file(entry.path() / "environ");
+    if (!env.ok()) continue;
+    bool marked = false;
+    std::string task_id;
+    size_t at = 0;
+    while (at < env->size()) {
+      size_t end = env->find('\0', at);
+      if (end == std::string::npos) end = env->size();
+      std::string_view var(env->data() + at, end - at);
+      if (var == marker) marked = true;
+      if (var.substr(0, 8) == "TASK_ID=") task_id = std::string(var.substr(8));
+      at = end + 1;
+    }
+    if (!marked || task_id.empty()) continue;
+    auto start = core::process_start_time(pid);
+    if (!start.ok()) continue;
+    out.push_back({pid, *start, task_id});
+  }
+  return out;
 }
 
 // ---- task sets ----

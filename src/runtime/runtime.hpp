@@ -182,6 +182,19 @@ class ProcessDriver final : public Driver {
   std::map<std::string, Entry> tasks_;  // by task_id
 };
 
+// A task process found on the host by find_task_processes().
+struct FoundProcess {
+  pid_t pid = 0;
+  int64_t start_time = 0;
+  std::string task_id;
+};
+
+// Processes that a ProcessDriver started with this log_dir (it marks each task's environment with
+// CUTOVER_TASK_DIR=<log_dir>), found by scanning /proc: session leaders that are not zombies. A
+// restarted controller compares them with the tasks it knows to report those it cannot account
+// for (it does not kill them: they may be someone's).
+std::vector<FoundProcess> find_task_processes(const std::filesystem::path& log_dir);
+
 // Starts count tasks of spec. If one fails, the ones already started are stopped (no orphans) and
 // the error names which task failed.
 core::Result<std::vector<Task>> start_task_set(Driver& driver, const TaskSpec& spec, int count);

@@ -353,3 +353,27 @@ TEST(ProcessDriver, AdoptRefusesPortAlreadyAllocated) {
   EXPECT_EQ(r.error().kind, core::ErrorKind::Conflict);
   EXPECT_TRUE(before.stop(*task).ok());
 }
+
+TEST(ProcessDriver, FindTaskProcessesSeesTheLeadersOfItsDirectoryOnly) {
+  TempDir dir;
+  PortAllocator ports;
+  ProcessDriver driver(ports);
+  // The task has a child: only the leader counts.
+  auto task = driver.start(shell_task(dir, "sleep 1000 & wait"));
+  ASSERT_TRUE(task.ok());
+  TaskSpec other = shell_task(dir, "exec sleep 1000");
+  other.log_dir = dir.path() / "other-logs";  // another controller's tasks
+  auto foreign = driver.start(other);
+  ASSERT_TRUE(foreign.ok());
+  std::vector<FoundProcess> found;
+  ASSERT_TRUE(eventually([&] {
+    found = find_task_processes(dir.path() / "logs");
+    return found.size() == 1;
+  }));
+  EXPECT_EQ(found[0].pid, task->pid);
+  EXPECT_EQ(found[0].start_time, task->start_time);
+  EXPECT_EQ(found[0].task_id, task->task_id);
+  ASSERT_TRUE(driver.stop(*task).ok());
+  EXPECT_TRUE(find_task_processes(dir.path() / "logs").empty());
+  ASSERT_TRUE(driver.stop(*foreign).ok());
+}

@@ -7,9 +7,10 @@
 //  - gives up when it ended crash_loop_exits times within crash_loop_window: the task is reported
 //    Failed once and left stopped (no retry loop that never ends);
 //  - runs its liveness check (command | http | tcp; interval, timeout, retries, start_period as
-//    ECS; the first one an interval after the start): `retries` failures in a row after the start period make it Unhealthy, and it is
-//    killed (stop_signal, SIGKILL after stop_timeout, whole tree) and restarted like a crash,
-//    which counts towards the crash loop. A success during the start period ends it;
+//    ECS; the first one an interval after the start): `retries` failures in a row after the start
+//    period make it Unhealthy, and it is killed (stop_signal, SIGKILL after stop_timeout, whole
+//    tree) and restarted like a crash, which counts towards the crash loop. A success during the
+//    start period ends it;
 //  - rotates its log file (copy then truncate, as logrotate's copytruncate: the task keeps its
 //    O_APPEND descriptor, so nothing has to be reopened and the task may outlive the controller)
 //    once it is larger than log_max_bytes, keeping log_keep older files <log>.1 ... <log>.N.

@@ -330,6 +330,12 @@ TEST_F(WalkingSkeleton, TaskDefinitionsSupervisionAndReadoption) {
   EXPECT_EQ(before[pid_of[hang_id]], hang_id);
   serve_->kill(SIGKILL);
   ASSERT_TRUE(serve_->wait(10s).has_value());
+  // While it is down, a process appears that claims to be a task of this state directory but
+  // that no stored task accounts for: the restarted controller reports it and leaves it alone.
+  // (setsid forks the new session leader and waits for it.)
+  Child stray({"setsid", "-w", "/usr/bin/env", "CUTOVER_TASK_DIR=" + (state_ / "tasks").string(),
+               "TASK_ID=task-stray", "/bin/sleep", "1000"},
+              dir_.path() / "stray.log");
   start_serve();
   ASSERT_TRUE(wait_for(
       [&] {
@@ -345,6 +351,14 @@ TEST_F(WalkingSkeleton, TaskDefinitionsSupervisionAndReadoption) {
   }
   EXPECT_EQ(task_processes(state_), before) << "nothing started twice, nothing orphaned";
   EXPECT_NE(serve_log().find("re-adopted 2 running task(s)"), std::string::npos) << serve_log();
+  ASSERT_EQ(st["unaccounted_tasks"].size(), 1u) << st.dump(2);
+  EXPECT_EQ(st["unaccounted_tasks"][0]["task_id"], "task-stray");
+  const int stray_pid = st["unaccounted_tasks"][0].value("pid", 0);
+  ASSERT_GT(stray_pid, 1);
+  EXPECT_NE(read_text("/proc/" + std::to_string(stray_pid) + "/environ").find("task-stray"),
+            std::string::npos);
+  EXPECT_TRUE(stray.alive()) << "an unaccounted task is reported, not killed";
+  ::kill(stray_pid, SIGKILL);
 
   // Liveness is re-attached: a task that hangs (SIGSTOP) fails its checks and is replaced by the
   // restarted controller, though it is not its child.
