@@ -245,8 +245,19 @@ int cmd_status(const ClientOptions& c, const std::string& service) {
     }
     std::cout << "  tasks:\n";
     for (const auto& t : s["tasks"]) {
-      std::cout << fmt::format("    {:<16} {:<6} pid {:<8} port {:<6} {}\n", str(t, "id"),
-                               str(t, "color"), str(t, "pid"), str(t, "port"), str(t, "health"));
+      const int restarts = t.value("restarts", 0);
+      std::cout << fmt::format(
+          "    {:<16} {:<6} pid {:<8} port {:<6} {:<10} liveness {}{}\n", str(t, "id"),
+          str(t, "color"), str(t, "pid"), str(t, "port"), str(t, "health"), str(t, "liveness"),
+          restarts == 0
+              ? ""
+              : fmt::format("  restarts {} (last: {})", restarts, str(t, "last_exit", "-")));
+    }
+  }
+  if (j->contains("unaccounted_tasks") && !(*j)["unaccounted_tasks"].empty()) {
+    std::cout << "unaccounted task processes (not started by this state's tasks; left running):\n";
+    for (const auto& p : (*j)["unaccounted_tasks"]) {
+      std::cout << fmt::format("  pid {:<8} claims {}\n", str(p, "pid"), str(p, "task_id"));
     }
   }
   return 0;

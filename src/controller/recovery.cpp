@@ -39,7 +39,7 @@ void Controller::Impl::supervise_adopted(const store::TaskRecord& t) {
     task.revision = (**rel).commit_sha;
     task.stop_signal = spec->stop_signal;
     task.stop_timeout = spec->stop_timeout;
-    supervisor->supervise(task, *spec);
+    supervisor->supervise(task, *spec, /*adopted=*/true);
     return "";
   }();
   if (!why_not.empty()) {

@@ -247,7 +247,7 @@ void Supervisor::shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Supervisor::supervise(const Task& task, const TaskSpec& spec) {
+void Supervisor::supervise(const Task& task, const TaskSpec& spec, bool adopted) {
   std::lock_guard lock(mu_);
   auto now = clock_.now();
   auto it = entries_.find(task.task_id);
@@ -265,7 +265,7 @@ void Supervisor::supervise(const Task& task, const TaskSpec& spec) {
   e.state.running = true;
   e.state.liveness =
       spec.health.kind == config::HealthKind::None ? LivenessState::None : LivenessState::Starting;
-  e.started_at = now;
+  e.started_at = adopted ? now - spec.health.start_period : now;
   e.next_check = now + spec.health.interval;  // the first check after one interval (as ECS)
 }
 

@@ -100,8 +100,9 @@ class Supervisor {
   void shutdown();
 
   // Supervises a task the driver started or adopted; spec is what restarts run (and its health
-  // is the liveness check). Supervising a task again replaces its spec.
-  void supervise(const Task& task, const TaskSpec& spec);
+  // is the liveness check). Supervising a task again replaces its spec. An adopted task has been
+  // running for a while: its start period is over (its first failures count).
+  void supervise(const Task& task, const TaskSpec& spec, bool adopted = false);
   // Stops supervising (waiting for its check or kill in flight), then driver.stop() on the task as
   // it is now. A task not supervised here is stopped as given. Idempotent like Driver::stop.
   core::Result<void> stop(const Task& task);

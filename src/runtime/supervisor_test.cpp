@@ -540,3 +540,27 @@ TEST(Supervisor, AnExitReapedBeforeSuperviseIsNotLost) {
   EXPECT_TRUE(sup.stop(*task).ok());
   EXPECT_TRUE(no_children_left());
 }
+
+TEST(Supervisor, AnAdoptedTaskHasNoStartPeriodLeft) {
+  TempDir dir;
+  PortAllocator ports = test_ports();
+  ProcessDriver driver(ports);
+  core::SimulatedClock clock;
+  Recorder rec;
+  Supervisor sup(driver, clock, fast_options(), rec.listener());
+  TaskSpec spec = shell_task(dir, "exec sleep 1000");  // never listens on PORT
+  spec.health.kind = config::HealthKind::Tcp;
+  spec.health.interval = 1s;
+  spec.health.timeout = 1s;
+  spec.health.retries = 2;
+  spec.health.start_period = 5min;
+  auto task = driver.start(spec);
+  ASSERT_TRUE(task.ok());
+  sup.supervise(*task, spec, /*adopted=*/true);
+  const auto start = clock.now();
+  ASSERT_TRUE(drive(
+      sup, clock, [&] { return rec.count(TaskEventKind::Unhealthy) == 1; }, 250ms));
+  EXPECT_LT(clock.now() - start, 5min);
+  EXPECT_TRUE(sup.stop(*task).ok());
+  EXPECT_TRUE(no_children_left());
+}
