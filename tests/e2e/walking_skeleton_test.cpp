@@ -282,6 +282,25 @@ TEST_F(WalkingSkeleton, TaskDefinitionsSupervisionAndReadoption) {
       run({CUTOVER_BIN, "logs", "hello", "--task", crash_id, "--state-dir", state_.string()});
   EXPECT_EQ(tlog.exit_code, 0) << tlog.err;
   EXPECT_NE(tlog.out.find("hello v2 listening on 127.0.0.1:"), std::string::npos) << tlog.out;
+  {
+    // -f keeps printing what the task prints after it started following.
+    Child follow(
+        {CUTOVER_BIN, "logs", "hello", "--task", crash_id, "-f", "--state-dir", state_.string()},
+        dir_.path() / "follow.log");
+    ASSERT_TRUE(wait_for(
+        [&] {
+          return read_text(dir_.path() / "follow.log").find("listening") != std::string::npos;
+        },
+        30s));
+    EXPECT_TRUE(wait_for(
+        [&] {
+          (void)http_get(port_, "/version?followed");  // reaches one of the two tasks
+          return read_text(dir_.path() / "follow.log").find("GET /version?followed") !=
+                 std::string::npos;
+        },
+        30s))
+        << read_text(dir_.path() / "follow.log");
+  }
 
   // A task that crashes is restarted under the same id (and port), with a new pid in the store.
   ASSERT_EQ(::kill(pid_of[crash_id], SIGKILL), 0);
