@@ -414,7 +414,9 @@ void Supervisor::tick() {
         if (e.check.wait_for(std::chrono::seconds{0}) != std::future_status::ready) continue;
         CheckOutcome outcome = e.check.get();
         e.next_check = now + e.spec.health.interval;
-        if (outcome.ok) {
+        if (e.check_pid != e.state.task.pid) {
+          // About an instance that ended meanwhile: says nothing about this one.
+        } else if (outcome.ok) {
           e.consecutive_failures = 0;
           e.state.liveness = LivenessState::Healthy;
         } else if (e.state.liveness == LivenessState::Starting &&
@@ -459,6 +461,7 @@ void Supervisor::tick() {
           }
           return r.ok() ? CheckOutcome{true, ""} : CheckOutcome{false, r.error().message};
         });
+        e.check_pid = e.state.task.pid;
         // Far enough that a hung future is not restarted; reset when it completes.
         e.next_check = now + e.spec.health.interval + e.spec.health.timeout;
       }

@@ -130,6 +130,7 @@ class Supervisor {
     int consecutive_failures = 0;
     // At most one of these is in flight.
     std::future<CheckOutcome> check;
+    pid_t check_pid = 0;  // the instance the check in flight is about
     std::future<core::Result<void>> kill;
     std::string kill_reason;
   };
