@@ -79,6 +79,13 @@ bool can_connect(int port) {
   return ok;
 }
 
+// Ports of this test process only: ctest runs test processes in parallel, and two allocators of
+// the same range could hand the same free port to two tasks before either binds it.
+PortAllocator test_ports() {
+  const int base = 30000 + static_cast<int>(::getpid() % 300) * 100;
+  return PortAllocator(base, base + 99);
+}
+
 TaskSpec shell_task(const TempDir& dir, const std::string& script) {
   TaskSpec spec;
   spec.service = "web";
@@ -157,7 +164,7 @@ TEST(PortAllocator, ThreadSafe) {
 
 TEST(ProcessDriver, StartsTaskSetWithVariablesAndStopsIt) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   TaskSpec spec = shell_task(
       dir,
@@ -203,7 +210,7 @@ TEST(ProcessDriver, StartsTaskSetWithVariablesAndStopsIt) {
 
 TEST(ProcessDriver, TaskServesOnItsPort) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   TaskSpec spec;
   spec.service = "web";
@@ -221,7 +228,7 @@ TEST(ProcessDriver, TaskServesOnItsPort) {
 
 TEST(ProcessDriver, StopEscalatesToSigkillAndKillsChildren) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   // Ignoring TERM is inherited by the grandchild sleep: only SIGKILL ends either.
   TaskSpec spec = shell_task(dir, "trap '' TERM; sleep 1000 & echo $!; wait");
@@ -241,7 +248,7 @@ TEST(ProcessDriver, StopEscalatesToSigkillAndKillsChildren) {
 
 TEST(ProcessDriver, StartFailureIsAnErrorAndReleasesThePort) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   TaskSpec spec = shell_task(dir, "");
   spec.command = {"dist/no-such-server", "--port", "${PORT}"};
@@ -271,7 +278,7 @@ TEST(ProcessDriver, FailedTaskSetLeavesNoOrphans) {
 
 TEST(ProcessDriver, ReapReportsTasksThatExitOnTheirOwn) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   auto task = driver.start(shell_task(dir, "exit 3"));
   ASSERT_TRUE(task.ok()) << task.error().message;
@@ -356,7 +363,7 @@ TEST(ProcessDriver, AdoptRefusesPortAlreadyAllocated) {
 
 TEST(ProcessDriver, FindTaskProcessesSeesTheLeadersOfItsDirectoryOnly) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   // The task has a child: only the leader counts.
   auto task = driver.start(shell_task(dir, "sleep 1000 & wait"));

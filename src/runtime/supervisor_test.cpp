@@ -374,7 +374,8 @@ TEST(Supervisor, HttpAndTcpLivenessAgainstARealServer) {
   sup.supervise(*task, spec);
   ASSERT_TRUE(wait_real([&] { return probe_tcp(task->port, 1s).ok(); }));
   ASSERT_TRUE(drive(sup, clock,
-                    [&] { return sup.state(task->task_id)->liveness == LivenessState::Healthy; }));
+                    [&] { return sup.state(task->task_id)->liveness == LivenessState::Healthy; }))
+      << rec.dump() << log_of(task->log_path);
   EXPECT_TRUE(probe_http(task->port, "/health", 2s).ok());
   auto missing = probe_http(task->port, "/missing", 2s);
   ASSERT_FALSE(missing.ok());
