@@ -82,7 +82,8 @@ bool can_connect(int port) {
 // Ports of this test process only: ctest runs test processes in parallel, and two allocators of
 // the same range could hand the same free port to two tasks before either binds it.
 PortAllocator test_ports() {
-  const int base = 30000 + static_cast<int>(::getpid() % 300) * 100;
+  // Below the ephemeral range (32768-60999): a client socket can hold any port in it.
+  const int base = 10000 + static_cast<int>(::getpid() % 100) * 100;  // 10000-19999
   return PortAllocator(base, base + 99);
 }
 

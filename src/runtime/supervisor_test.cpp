@@ -126,7 +126,8 @@ SupervisorOptions fast_options() {
 // Ports of this test process only: ctest runs test processes in parallel, and two allocators of
 // the same range could hand the same free port to two tasks before either binds it.
 PortAllocator test_ports() {
-  const int base = 30000 + static_cast<int>(::getpid() % 300) * 100;
+  // Below the ephemeral range (32768-60999): a client socket can hold any port in it.
+  const int base = 10000 + static_cast<int>(::getpid() % 100) * 100;  // 10000-19999
   return PortAllocator(base, base + 99);
 }
 
@@ -369,6 +370,9 @@ TEST(Supervisor, HttpAndTcpLivenessAgainstARealServer) {
   spec.health.interval = 1s;
   spec.health.timeout = 2s;
   spec.health.retries = 2;
+  // python3 can take a few (real) seconds to listen on a loaded machine, while simulated seconds
+  // pass in milliseconds here: a start period keeps a slow start from counting as failures.
+  spec.health.start_period = 1h;
   auto task = driver.start(spec);
   ASSERT_TRUE(task.ok());
   sup.supervise(*task, spec);
