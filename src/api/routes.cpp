@@ -9,7 +9,9 @@ namespace cutover::api {
 namespace {
 
 Response from(const core::Result<nlohmann::json>& r) {
-  if (r.ok()) return Response{200, r->dump(2) + "\n"};
+  // Task logs are whatever the tasks printed: invalid UTF-8 becomes U+FFFD instead of throwing.
+  if (r.ok())
+    return Response{200, r->dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"};
   switch (r.error().kind) {
     case core::ErrorKind::NotFound:
       return error_response(404, r.error().message);
@@ -64,6 +66,24 @@ Response route(controller::Controller& c, const Request& r) {
     return from(c.status(it == r.query.end() ? "" : it->second));
   }
   if (s.size() == 4 && s[1] == "services" && s[3] == "history" && get) return from(c.history(s[2]));
+  if (s.size() == 4 && s[1] == "services" && s[3] == "task-definitions" && get) {
+    return from(c.task_definitions(s[2]));
+  }
+  if (s.size() == 5 && s[1] == "services" && s[3] == "task-definitions" && s[4] == "diff" && get) {
+    const int64_t a = int_param(r, "from", 0);
+    const int64_t b = int_param(r, "to", 0);
+    if (a < 1 || b < 1) {
+      return error_response(400, "diff needs ?from=REVISION&to=REVISION (numbers from 1)");
+    }
+    return from(c.task_definition_diff(s[2], a, b));
+  }
+  if (s.size() == 4 && s[1] == "services" && s[3] == "logs" && get) {
+    auto task = r.query.find("task");
+    std::optional<int64_t> offset;
+    if (r.query.count("offset")) offset = std::max<int64_t>(0, int_param(r, "offset", 0));
+    return from(c.task_logs(s[2], task == r.query.end() ? "" : task->second, offset,
+                            static_cast<int>(int_param(r, "lines", 100))));
+  }
   if (s.size() == 2 && s[1] == "executions" && get) {
     return from(c.executions(static_cast<int>(int_param(r, "limit", 20))));
   }

@@ -357,8 +357,19 @@ int cmd_status(const ClientOptions& c, const std::string& service) {
     }
     std::cout << "  tasks:\n";
     for (const auto& t : s["tasks"]) {
-      std::cout << fmt::format("    {:<16} {:<6} pid {:<8} port {:<6} {}\n", str(t, "id"),
-                               str(t, "color"), str(t, "pid"), str(t, "port"), str(t, "health"));
+      const int restarts = t.value("restarts", 0);
+      std::cout << fmt::format(
+          "    {:<16} {:<6} pid {:<8} port {:<6} {:<10} liveness {}{}\n", str(t, "id"),
+          str(t, "color"), str(t, "pid"), str(t, "port"), str(t, "health"), str(t, "liveness"),
+          restarts == 0
+              ? ""
+              : fmt::format("  restarts {} (last: {})", restarts, str(t, "last_exit", "-")));
+    }
+  }
+  if (j->contains("unaccounted_tasks") && !(*j)["unaccounted_tasks"].empty()) {
+    std::cout << "unaccounted task processes (not started by this state's tasks; left running):\n";
+    for (const auto& p : (*j)["unaccounted_tasks"]) {
+      std::cout << fmt::format("  pid {:<8} claims {}\n", str(p, "pid"), str(p, "task_id"));
     }
   }
   return 0;
@@ -399,7 +410,9 @@ int cmd_executions(const ClientOptions& c, int limit) {
   return 0;
 }
 
-int cmd_logs(const ClientOptions& c, const std::string& execution, bool follow) {
+namespace {
+
+int execution_logs(const ClientOptions& c, const std::string& execution, bool follow) {
   int64_t after = 0;
   while (true) {
     auto j = get_json(c, "/v1/executions/" + execution + "/logs?after=" + std::to_string(after));
@@ -412,6 +425,119 @@ int cmd_logs(const ClientOptions& c, const std::string& execution, bool follow) 
     const bool done = (*j).value("finished", true);
     if (!follow || (done && (*j)["lines"].empty())) break;
     if ((*j)["lines"].empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return 0;
+}
+
+int task_logs(const ClientOptions& c, const std::string& service, const std::string& task_id,
+              bool follow) {
+  const std::string base = "/v1/services/" + service + "/logs";
+  auto j = get_json(c, base + (task_id.empty() ? "" : "?task=" + task_id));
+  if (!j) return 1;
+  const auto& tasks = (*j)["tasks"];
+  if (tasks.empty()) {
+    std::cerr << "cutover: service " << service << " has no running task\n";
+    return 1;
+  }
+  // Several tasks: each line says which task printed it.
+  const bool prefix = tasks.size() > 1;
+  for (const auto& t : tasks) {
+    for (const auto& line : t["lines"]) {
+      if (prefix) std::cout << "[" << str(t, "id") << "] ";
+      std::cout << line.get<std::string>() << "\n";
+    }
+  }
+  std::cout.flush();
+  if (!follow) return 0;
+  if (prefix) {
+    std::cerr << "cutover: -f follows one task: add --task ID\n";
+    return 2;
+  }
+  const std::string id = str(tasks[0], "id");
+  int64_t offset = tasks[0].value("offset", int64_t{0});
+  while (true) {
+    auto next = get_json(c, base + "?task=" + id + "&offset=" + std::to_string(offset));
+    if (!next) return 1;
+    const auto& t = (*next)["tasks"][0];
+    const std::string text = t.value("text", "");
+    std::cout << text;
+    std::cout.flush();
+    offset = t.value("offset", offset);
+    if (text.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+// "7" or "web:7" -> 7; 0 when it is neither.
+int64_t parse_revision(const std::string& service, std::string text) {
+  if (text.rfind(service + ":", 0) == 0) text = text.substr(service.size() + 1);
+  if (text.empty() || text.size() > 12 ||
+      text.find_first_not_of("0123456789") != std::string::npos) {
+    return 0;
+  }
+  return std::stoll(text);
+}
+
+}  // namespace
+
+int cmd_logs(const ClientOptions& c, const std::string& target, const std::string& task_id,
+             bool follow) {
+  if (target.rfind("ex-", 0) == 0) {
+    if (!task_id.empty()) {
+      std::cerr << "cutover: --task is for a service's tasks, not for execution " << target << "\n";
+      return 2;
+    }
+    return execution_logs(c, target, follow);
+  }
+  return task_logs(c, target, task_id, follow);
+}
+
+int cmd_task_defs(const ClientOptions& c, const std::string& service, const std::string& diff_from,
+                  const std::string& diff_to) {
+  if (!diff_from.empty()) {
+    const int64_t a = parse_revision(service, diff_from);
+    const int64_t b = parse_revision(service, diff_to);
+    if (a < 1 || b < 1) {
+      std::cerr << "cutover: --diff takes two revisions of " << service << ", such as 3 7 or "
+                << service << ":3 " << service << ":7; got " << diff_from << " " << diff_to << "\n";
+      return 2;
+    }
+    auto j =
+        get_json(c, "/v1/services/" + service + "/task-definitions/diff?from=" + std::to_string(a) +
+                        "&to=" + std::to_string(b));
+    if (!j) return 1;
+    if (c.json) {
+      std::cout << j->dump(2) << "\n";
+      return 0;
+    }
+    std::cout << "--- " << str(*j, "from") << "\n+++ " << str(*j, "to") << "\n";
+    if ((*j)["changes"].empty()) std::cout << "(no changes)\n";
+    for (const auto& line : (*j)["changes"]) std::cout << line.get<std::string>() << "\n";
+    return 0;
+  }
+  auto j = get_json(c, "/v1/services/" + service + "/task-definitions");
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("{:<14} {:<8} {:<25} {:<14} {:<6} {}\n", "REVISION", "COMMIT", "CREATED",
+                           "DIGEST", "COUNT", "COMMAND");
+  for (const auto& r : (*j)["revisions"]) {
+    const json& def = r["definition"];
+    std::string command;
+    if (def.contains("containers") && !def["containers"].empty()) {
+      const json& first = def["containers"][0];
+      const json& argv = first.contains("image") ? first["image"] : first["command"];
+      command = argv.is_array() ? [&] {
+        std::string joined;
+        for (const auto& a : argv) joined += (joined.empty() ? "" : " ") + a.get<std::string>();
+        return joined;
+      }()
+                                : argv.dump();
+    }
+    std::cout << fmt::format("{:<14} {:<8} {:<25} {:<14} {:<6} {}\n", str(r, "name"),
+                             str(r, "commit"), str(r, "created_at"), str(r, "digest").substr(0, 14),
+                             str(def, "count"), command);
   }
   return 0;
 }

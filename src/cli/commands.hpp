@@ -55,7 +55,6 @@ int cmd_scan(const ScanCommandOptions& o);
 int cmd_status(const ClientOptions& c, const std::string& service);
 int cmd_history(const ClientOptions& c, const std::string& service);
 int cmd_executions(const ClientOptions& c, int limit);
-int cmd_logs(const ClientOptions& c, const std::string& execution, bool follow);
 // rollback | abort | promote SERVICE (Controller::operate).
 int cmd_operate(const ClientOptions& c, const std::string& action, const std::string& service);
 // `secrets set NAME`: the value is read from stdin (hidden when it is a terminal).
@@ -65,5 +64,13 @@ int cmd_secrets_rm(const ClientOptions& c, const std::string& name);
 // Internal: the log copier between a task and its log file (runtime/log_copier.hpp); stdin is the
 // task's output (conmon's k8s-file records when k8s_file, for podman tasks).
 int cmd_task_log(const std::string& log_file, bool k8s_file);
+// target: an execution id (ex-...) prints its pipeline logs; a service name prints the logs of its
+// running tasks (or of task_id). follow: keep printing new lines (until the execution ends; for a
+// task, until interrupted).
+int cmd_logs(const ClientOptions& c, const std::string& target, const std::string& task_id,
+             bool follow);
+// Task definition revisions of a service; with diff_from/diff_to ("3" or "web:3"), what changed.
+int cmd_task_defs(const ClientOptions& c, const std::string& service, const std::string& diff_from,
+                  const std::string& diff_to);
 
 }  // namespace cutover::cli

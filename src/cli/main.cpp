@@ -96,10 +96,13 @@ int main(int argc, char** argv) {
   add_client(ex);
 
   std::string execution;
+  std::string task_id;
   bool follow = false;
-  auto* l = app.add_subcommand("logs", "Logs of a pipeline execution");
-  l->add_option("execution", execution, "Execution id (ex-...)")->required();
-  l->add_flag("-f,--follow", follow, "Keep printing new lines until the execution ends");
+  auto* l = app.add_subcommand("logs", "Logs of a pipeline execution, or of a service's tasks");
+  l->add_option("target", execution, "Execution id (ex-...) or service name")->required();
+  l->add_option("--task", task_id, "Only this task of the service (any status)");
+  l->add_flag("-f,--follow", follow,
+              "Keep printing new lines (until the execution ends; for tasks, until interrupted)");
   add_client(l);
 
   std::map<std::string, CLI::App*> operations;
@@ -141,6 +144,13 @@ int main(int argc, char** argv) {
   tl->add_option("--format", task_log_format, "raw | k8s-file")
       ->check(CLI::IsMember({"raw", "k8s-file"}));
   tl->group("");
+  std::vector<std::string> diff;
+  auto* td = app.add_subcommand("task-defs", "Task definition revisions of a service");
+  td->add_option("service", service, "The service")->required();
+  td->add_option("--diff", diff, "Two revisions to compare: --diff 3 7 (or web:3 web:7)")
+      ->expected(2);
+  td->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
+  add_client(td);
 
   CLI11_PARSE(app, argc, argv);
   client.json = output == "json";
@@ -156,7 +166,6 @@ int main(int argc, char** argv) {
   if (st->parsed()) return cmd_status(client, service);
   if (h->parsed()) return cmd_history(client, service);
   if (ex->parsed()) return cmd_executions(client, limit);
-  if (l->parsed()) return cmd_logs(client, execution, follow);
   for (const auto& [name, op] : operations) {
     if (op->parsed()) return cmd_operate(client, name, service);
   }
@@ -164,5 +173,10 @@ int main(int argc, char** argv) {
   if (sec_set->parsed()) return cmd_secrets_set(client, secret_name, keep_newline);
   if (sec_list->parsed()) return cmd_secrets_list(client);
   if (sec_rm->parsed()) return cmd_secrets_rm(client, secret_name);
+  if (l->parsed()) return cmd_logs(client, execution, task_id, follow);
+  if (td->parsed()) {
+    return cmd_task_defs(client, service, diff.empty() ? "" : diff[0],
+                         diff.size() < 2 ? "" : diff[1]);
+  }
   return 2;
 }

@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -912,12 +913,74 @@ Health parse_health(Ctx& ctx, const YAML::Node& n, const std::string& path,
   return h;
 }
 
+// "512MiB", "1G", "4096" (bytes). Binary and decimal suffixes: K M G T, Ki Mi Gi Ti, optional B.
+std::optional<uint64_t> read_bytes(Ctx& ctx, const YAML::Node& n, const std::string& path) {
+  auto bad = [&] {
+    ctx.error(n, path + " must be a size such as 512MiB, 1G or 4096 (bytes), got " + describe(n));
+    return std::nullopt;
+  };
+  if (!n.IsScalar() || n.Scalar().empty()) return bad();
+  std::string_view s = n.Scalar();
+  size_t digits = 0;
+  while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') ++digits;
+  auto number = parse_int(s.substr(0, digits));
+  if (!number || *number <= 0) return bad();
+  std::string_view unit = s.substr(digits);
+  if (!unit.empty() && unit.back() == 'B') unit.remove_suffix(1);
+  static constexpr std::pair<std::string_view, uint64_t> kUnits[] = {
+      {"", 1},
+      {"K", 1000ULL},
+      {"M", 1000ULL * 1000},
+      {"G", 1000ULL * 1000 * 1000},
+      {"T", 1000ULL * 1000 * 1000 * 1000},
+      {"Ki", 1ULL << 10},
+      {"Mi", 1ULL << 20},
+      {"Gi", 1ULL << 30},
+      {"Ti", 1ULL << 40}};
+  for (const auto& [name, factor] : kUnits) {
+    if (unit != name) continue;
+    const auto value = static_cast<uint64_t>(*number);
+    if (value > UINT64_MAX / factor) return bad();
+    return value * factor;
+  }
+  return bad();
+}
+
+Limits parse_limits(Ctx& ctx, const YAML::Node& n, const std::string& path) {
+  Limits l;
+  Map m(ctx, n, path);
+  if (!m.valid()) return l;
+  m.allow({"open_files", "processes", "memory", "file_size", "cpu_time"});
+  if (const auto* v = m.get("open_files")) {
+    if (auto i = read_int(ctx, *v, m.sub("open_files"), 16, 1048576)) l.open_files = *i;
+  }
+  if (const auto* v = m.get("processes")) {
+    if (auto i = read_int(ctx, *v, m.sub("processes"), 1, 1048576)) l.processes = *i;
+  }
+  if (const auto* v = m.get("memory")) {
+    if (auto b = read_bytes(ctx, *v, m.sub("memory"))) {
+      if (*b < (16ULL << 20)) {
+        ctx.error(*v, m.sub("memory") + " must be at least 16MiB, got " + v->Scalar());
+      } else {
+        l.memory = *b;
+      }
+    }
+  }
+  if (const auto* v = m.get("file_size")) {
+    if (auto b = read_bytes(ctx, *v, m.sub("file_size"))) l.file_size = *b;
+  }
+  if (const auto* v = m.get("cpu_time")) {
+    if (auto d = read_duration(ctx, *v, m.sub("cpu_time"), 1s, 8760h)) l.cpu_time = *d;
+  }
+  return l;
+}
+
 std::optional<Container> parse_container(Ctx& ctx, const YAML::Node& n, const std::string& path,
                                          Driver driver) {
   Map m(ctx, n, path);
   if (!m.valid()) return std::nullopt;
   m.allow({"name", "command", "image", "port", "env", "secrets", "health", "stop_signal",
-           "stop_timeout"});
+           "stop_timeout", "limits"});
   Container c;
   if (const auto* v = m.require("name")) {
     if (auto s = read_name(ctx, *v, m.sub("name"))) c.name = *s;
@@ -980,6 +1043,7 @@ std::optional<Container> parse_container(Ctx& ctx, const YAML::Node& n, const st
   if (const auto* v = m.get("stop_timeout")) {
     if (auto d = read_duration(ctx, *v, m.sub("stop_timeout"), 0s, 10min)) c.stop_timeout = *d;
   }
+  if (const auto* v = m.get("limits")) c.limits = parse_limits(ctx, *v, m.sub("limits"));
   return c;
 }
 

@@ -100,6 +100,17 @@ struct Health {
   core::Duration start_period = 0s;
 };
 
+// Resource limits of a task's processes (setrlimit before exec, inherited by its children; podman:
+// --ulimit). Each absent limit is inherited from the controller. Soft = hard.
+struct Limits {
+  std::optional<uint64_t> open_files;      // RLIMIT_NOFILE
+  std::optional<uint64_t> processes;       // RLIMIT_NPROC (counted per user, not per task)
+  std::optional<uint64_t> memory;          // bytes of address space, RLIMIT_AS
+  std::optional<uint64_t> file_size;       // bytes, RLIMIT_FSIZE
+  std::optional<core::Duration> cpu_time;  // CPU time, RLIMIT_CPU (whole seconds)
+  bool operator==(const Limits&) const = default;
+};
+
 struct Container {
   std::string name;
   std::vector<std::string> command;  // process driver: required; podman: optional override
@@ -111,6 +122,7 @@ struct Container {
   std::string stop_signal = "SIGTERM";  // normalized name
   int stop_signal_number = 15;
   core::Duration stop_timeout = 30s;
+  Limits limits;
 };
 
 struct Task {

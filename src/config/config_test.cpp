@@ -220,6 +220,47 @@ services:
   EXPECT_EQ(d.sticky_cookie, "");
 }
 
+TEST(Config, ContainerLimits) {
+  const std::string head = R"(
+version: 1
+pipeline:
+  stages:
+    - { name: build, run: make, artifacts: dist }
+services:
+  web:
+    artifact: build
+    listeners: { production: 127.0.0.1:8000 }
+    task:
+      containers:
+        - name: app
+          command: [dist/server]
+)";
+  auto c = must_parse(head + R"(          limits:
+            open_files: 4096
+            processes: 64
+            memory: 512MiB
+            file_size: 1G
+            cpu_time: 1h
+)");
+  const Limits& l = c->services[0].task.containers[0].limits;
+  EXPECT_EQ(l.open_files, 4096u);
+  EXPECT_EQ(l.processes, 64u);
+  EXPECT_EQ(l.memory, 512ULL << 20);
+  EXPECT_EQ(l.file_size, 1000ULL * 1000 * 1000);
+  EXPECT_EQ(l.cpu_time, 1h);
+  EXPECT_EQ(must_parse(head)->services[0].task.containers[0].limits, Limits{});
+  EXPECT_EQ(first_error(head + "          limits: { memory: 12 parsecs }\n"),
+            "t.yaml:14:29: services.web.task.containers[app].limits.memory must be a size such as "
+            "512MiB, 1G or 4096 (bytes), got \"12 parsecs\"");
+  EXPECT_EQ(first_error(head + "          limits: { memory: 1MiB }\n"),
+            "t.yaml:14:29: services.web.task.containers[app].limits.memory must be at least 16MiB, "
+            "got 1MiB");
+  EXPECT_EQ(first_error(head + "          limits: { open_files: 3 }\n"),
+            "t.yaml:14:33: services.web.task.containers[app].limits.open_files must be "
+            "16-1048576, got 3");
+  EXPECT_THAT(first_error(head + "          limits: { swap: 1G }\n"), HasSubstr("swap"));
+}
+
 TEST(Config, ProxyFeatures) {
   auto c = must_load(kData / "valid" / "proxy-features.yaml");
   ASSERT_EQ(c->services.size(), 2u);

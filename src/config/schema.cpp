@@ -93,19 +93,26 @@ Json health() {
 }
 
 Json container() {
-  return object({{"name", {{"type", "string"}, {"pattern", kNamePattern}}},
-                 {"command", string_list("argv; required with the process driver")},
-                 {"image", {{"type", "string"}, {"description", "required with driver podman"}}},
-                 {"port", integer(1, 65535, "container port")},
-                 {"env", env_map()},
-                 {"secrets", secret_map()},
-                 {"health", health()},
-                 {"stop_signal", enumeration({"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL",
-                                              "SIGUSR1", "SIGUSR2", "SIGWINCH", "TERM", "INT",
-                                              "QUIT", "HUP", "KILL", "USR1", "USR2", "WINCH"},
-                                             "default SIGTERM")},
-                 {"stop_timeout", duration("default 30s")}},
-                {"name"});
+  return object(
+      {{"name", {{"type", "string"}, {"pattern", kNamePattern}}},
+       {"command", string_list("argv; required with the process driver")},
+       {"image", {{"type", "string"}, {"description", "required with driver podman"}}},
+       {"port", integer(1, 65535, "container port")},
+       {"env", env_map()},
+       {"secrets", secret_map()},
+       {"health", health()},
+       {"stop_signal",
+        enumeration({"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL", "SIGUSR1", "SIGUSR2",
+                     "SIGWINCH", "TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2", "WINCH"},
+                    "default SIGTERM")},
+       {"stop_timeout", duration("default 30s")},
+       {"limits",
+        object({{"open_files", integer(16, 1048576, "RLIMIT_NOFILE")},
+                {"processes", integer(1, 1048576, "RLIMIT_NPROC")},
+                {"memory", {{"type", "string"}, {"description", "address space, e.g. 512MiB"}}},
+                {"file_size", {{"type", "string"}, {"description", "largest file, e.g. 1GiB"}}},
+                {"cpu_time", duration("RLIMIT_CPU")}})}},
+      {"name"});
 }
 
 Json traffic() {

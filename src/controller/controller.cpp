@@ -1,10 +1,14 @@
 #include "controller/controller.hpp"
 
+#include <filesystem>
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "controller/internal.hpp"
 #include "core/fs.hpp"
 #include "core/log.hpp"
+#include "runtime/task_definition.hpp"
 
 namespace cutover::controller {
 
@@ -54,12 +58,16 @@ core::Result<std::unique_ptr<Controller>> Controller::create(Options options, co
   runtime::PodmanDriverOptions podman_options;
   podman_options.log_copier = driver_options.log_copier;
   impl->podman = std::make_unique<runtime::PodmanDriver>(impl->ports, podman_options);
+  impl->supervisor = std::make_unique<runtime::Supervisor>(
+      *impl->driver, clock, runtime::SupervisorOptions{},
+      [impl = impl.get()](const runtime::TaskEvent& e) { impl->on_task_event(e); });
   impl->proxy_admin = std::make_unique<proxy::AdminClient>(impl->admin_socket());
   return std::unique_ptr<Controller>(new Controller(std::move(impl)));
 }
 
 core::Result<void> Controller::start() {
   if (auto r = impl_->recover(); !r) return r;
+  impl_->supervisor->start();
   impl_->loop_thread = std::thread([impl = impl_.get()] { impl->run_loop(); });
   return {};
 }
@@ -72,6 +80,7 @@ void Controller::stop() {
   impl_->cancel_execution = true;
   impl_->cv.notify_all();
   if (impl_->loop_thread.joinable()) impl_->loop_thread.join();
+  impl_->supervisor->shutdown();
 }
 
 void Controller::request_poll() {
@@ -112,15 +121,45 @@ void Controller::Impl::run_loop() {
   }
 }
 
+void Controller::Impl::on_task_event(const runtime::TaskEvent& e) {
+  auto log = core::logger();
+  const std::string what = "runtime: task " + e.task.task_id + " of " + e.task.service + " (pid " +
+                           std::to_string(e.task.pid) + ")";
+  switch (e.kind) {
+    case runtime::TaskEventKind::Exited:
+      log->warn("{} exited unexpectedly: {}", what, e.detail);
+      break;
+    case runtime::TaskEventKind::Unhealthy:
+      log->warn("{} is unhealthy: {}", what, e.detail);
+      break;
+    case runtime::TaskEventKind::Restarted:
+      log->info("{} restarted: {}", what, e.detail);
+      if (auto r = store->update_task_process(e.task.task_id, e.task.pid, e.task.start_time); !r) {
+        log->error("store: {}", r.error().message);
+      }
+      break;
+    case runtime::TaskEventKind::Failed:
+      log->error("{} failed: {}", what, e.detail);
+      if (auto r = store->update_task_status(e.task.task_id, store::TaskStatus::Failed); !r) {
+        log->error("store: {}", r.error().message);
+      }
+      routes_dirty = true;
+      {
+        std::lock_guard lock(mu);
+        poll_requested = true;  // wake the loop to republish now
+      }
+      cv.notify_all();
+      break;
+  }
+}
+
 void Controller::Impl::tick() {
-  // Tasks that exited on their own: record them and take them out of the routes. (Restarts with
-  // backoff and crash-loop detection arrive with the runtime issue.)
-  bool routes_changed = false;
-  auto exits = driver->reap();
-  for (auto& exit : podman->reap()) exits.push_back(std::move(exit));
-  for (const auto& exit : exits) {
-    core::logger()->warn("runtime: task {} (pid {}) exited unexpectedly: {}", exit.task_id,
-                         exit.pid, exit.status ? exit.status->to_string() : "status unknown");
+  // A task the supervisor gave up on (crash loop) leaves the routes.
+  bool routes_changed = routes_dirty.exchange(false);
+  // Containers are not supervised yet: one that ended is recorded and leaves the routes.
+  for (const auto& exit : podman->reap()) {
+    core::logger()->warn("runtime: task {} exited unexpectedly: {}", exit.task_id,
+                         exit.status ? exit.status->to_string() : "status unknown");
     (void)store->update_task_status(exit.task_id, store::TaskStatus::Failed);
     routes_changed = true;
   }
@@ -209,6 +248,13 @@ core::Result<json> Controller::status(const std::string& service_filter) const {
       std::find(names.begin(), names.end(), service_filter) == names.end()) {
     return core::Error("no service named \"" + service_filter + "\"", core::ErrorKind::NotFound);
   }
+  out["unaccounted_tasks"] = json::array();
+  {
+    std::lock_guard lock(impl.unaccounted_mu);
+    for (const auto& p : impl.unaccounted) {
+      out["unaccounted_tasks"].push_back(json{{"pid", p.pid}, {"task_id", p.task_id}});
+    }
+  }
   out["services"] = json::array();
   for (const auto& name : names) {
     if (!service_filter.empty() && name != service_filter) continue;
@@ -274,12 +320,20 @@ core::Result<json> Controller::status(const std::string& service_filter) const {
     if (!tasks) return internal(tasks.error());
     for (const auto& t : *tasks) {
       auto h = health.find(t.task_id);
-      s["tasks"].push_back(json{{"id", t.task_id},
-                                {"color", t.color},
-                                {"pid", t.pid},
-                                {"port", t.port},
-                                {"release", t.release_id},
-                                {"health", h == health.end() ? "unregistered" : h->second}});
+      json tj{{"id", t.task_id},
+              {"color", t.color},
+              {"pid", t.pid},
+              {"port", t.port},
+              {"release", t.release_id},
+              {"health", h == health.end() ? "unregistered" : h->second},
+              {"liveness", "unsupervised"},
+              {"restarts", 0}};
+      if (auto sup = impl.supervisor->state(t.task_id)) {
+        tj["liveness"] = std::string(runtime::to_string(sup->liveness));
+        tj["restarts"] = sup->restarts;
+        if (!sup->last_exit.empty()) tj["last_exit"] = sup->last_exit;
+      }
+      s["tasks"].push_back(std::move(tj));
     }
     out["services"].push_back(std::move(s));
   }
@@ -425,6 +479,101 @@ core::Result<nlohmann::json> Controller::operate(const std::string& service,
     out["status"] = "redeploying the previous release";
   }
   (void)impl.store->append_audit(actor, "deploy." + action, "service:" + service, out.dump());
+  return out;
+}
+
+core::Result<json> Controller::task_definitions(const std::string& service) const {
+  auto defs = impl_->store->list_task_definitions(service, 0);
+  if (!defs) return internal(defs.error());
+  if (defs->empty()) {
+    return core::Error("service \"" + service + "\" has no task definition yet",
+                       core::ErrorKind::NotFound);
+  }
+  json out{{"service", service}, {"revisions", json::array()}};
+  for (const auto& d : *defs) {
+    out["revisions"].push_back(
+        json{{"revision", d.revision},
+             {"name", service + ":" + std::to_string(d.revision)},
+             {"digest", d.digest},
+             {"commit", d.commit_sha.substr(0, 7)},
+             {"commit_sha", d.commit_sha},
+             {"created_at", core::format_rfc3339(core::from_unix_ms(d.created_at))},
+             {"definition", json::parse(d.definition_json, nullptr, false)}});
+  }
+  return out;
+}
+
+core::Result<json> Controller::task_definition_diff(const std::string& service, int64_t from,
+                                                    int64_t to) const {
+  auto get = [&](int64_t rev) -> core::Result<json> {
+    auto d = impl_->store->get_task_definition(service, rev);
+    if (!d) return internal(d.error());
+    if (!d->has_value()) {
+      return core::Error("no task definition " + service + ":" + std::to_string(rev),
+                         core::ErrorKind::NotFound);
+    }
+    return json::parse((**d).definition_json, nullptr, false);
+  };
+  auto a = get(from);
+  if (!a) return a.error();
+  auto b = get(to);
+  if (!b) return b.error();
+  return json{{"service", service},
+              {"from", service + ":" + std::to_string(from)},
+              {"to", service + ":" + std::to_string(to)},
+              {"changes", runtime::diff_task_definitions(*a, *b)}};
+}
+
+core::Result<json> Controller::task_logs(const std::string& service, const std::string& task_id,
+                                         std::optional<int64_t> offset, int tail_lines) const {
+  std::vector<store::TaskRecord> tasks;
+  if (!task_id.empty()) {
+    auto t = impl_->store->get_task(task_id);
+    if (!t) return internal(t.error());
+    if (!t->has_value() || (**t).service != service) {
+      return core::Error("service " + service + " has no task \"" + task_id + "\"",
+                         core::ErrorKind::NotFound);
+    }
+    tasks.push_back(**t);
+  } else {
+    if (offset) return core::Error("offset needs a task (?task=ID)");
+    auto running = impl_->store->list_running_tasks(service);
+    if (!running) return internal(running.error());
+    tasks = *running;
+  }
+  json out{{"service", service}, {"tasks", json::array()}};
+  for (const auto& t : tasks) {
+    json tj{{"id", t.task_id},
+            {"color", t.color},
+            {"status", std::string(store::to_string(t.status))},
+            {"pid", t.pid},
+            {"log_path", t.log_path}};
+    std::error_code ec;
+    const auto size = static_cast<int64_t>(std::filesystem::file_size(t.log_path, ec));
+    const int64_t end = ec ? 0 : size;
+    if (offset) {
+      int64_t from = *offset;
+      tj["rotated"] = from > end;  // truncated by rotation since the last read: start again
+      if (from > end) from = 0;
+      constexpr int64_t kMaxChunk = 1 << 20;
+      std::string text;
+      if (end > from) {
+        std::ifstream in(t.log_path, std::ios::binary);
+        in.seekg(from);
+        text.resize(static_cast<size_t>(std::min(end - from, kMaxChunk)));
+        in.read(text.data(), static_cast<std::streamsize>(text.size()));
+        text.resize(static_cast<size_t>(in.gcount()));
+      }
+      tj["text"] = text;  // the API dumps invalid UTF-8 as U+FFFD
+      tj["offset"] = from + static_cast<int64_t>(text.size());
+    } else {
+      auto lines =
+          runtime::tail_log(t.log_path, static_cast<size_t>(std::clamp(tail_lines, 1, 10000)));
+      tj["lines"] = lines ? json(*lines) : json::array();
+      tj["offset"] = end;
+    }
+    out["tasks"].push_back(std::move(tj));
+  }
   return out;
 }
 

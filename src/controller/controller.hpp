@@ -16,6 +16,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -63,6 +64,16 @@ class Controller {
   core::Result<nlohmann::json> execution(const std::string& id) const;
   core::Result<nlohmann::json> logs(const std::string& execution_id, int64_t after_seq,
                                     int limit) const;
+  // Task definition revisions of a service, newest first, and the diff between two of them.
+  core::Result<nlohmann::json> task_definitions(const std::string& service) const;
+  core::Result<nlohmann::json> task_definition_diff(const std::string& service, int64_t from,
+                                                    int64_t to) const;
+  // Task logs of a service: its running tasks, or one task (any status) when task_id is given.
+  // Without offset: the last tail_lines lines of each, and each file's end offset. With offset
+  // (one task only): what the file holds after offset (at most 1 MiB; from 0 again if the file
+  // was rotated since), for `logs -f`.
+  core::Result<nlohmann::json> task_logs(const std::string& service, const std::string& task_id,
+                                         std::optional<int64_t> offset, int tail_lines) const;
 
   // The secret store (store/secrets.hpp): values go in and are injected into stages and tasks;
   // no method returns one. Each change is audited (name and version, never the value). Errors:

@@ -126,8 +126,9 @@ std::vector<core::Datapoint> sum_by_second(const std::vector<const proxy::GroupS
 
 }  // namespace
 
-core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
-    const config::Service& service, const store::Release& release, deploy::Color color) {
+core::Result<runtime::TaskSpec> Controller::Impl::task_spec(const config::Service& service,
+                                                            const store::Release& release,
+                                                            const std::string& color) const {
   if (service.task.containers.size() != 1) {
     return core::Error("service " + service.name +
                        ": tasks with more than one container are not supported yet");
@@ -140,7 +141,7 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
   spec.service = service.name;
   spec.container = c.name;
   spec.revision = release.commit_sha;
-  spec.color = std::string(deploy::to_string(color));
+  spec.color = color;
   spec.command = c.command;
   spec.env = c.env;
   auto secret_env = resolve_secrets(c.secrets, "service " + service.name + ", container " + c.name);
@@ -156,6 +157,17 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
         {{"COMMIT_SHA", release.commit_sha}, {"COMMIT_SHORT", release.commit_sha.substr(0, 7)}});
     spec.container_port = c.port.value_or(0);
   }
+  spec.rlimits = runtime::to_rlimits(c.limits);
+  spec.health = c.health;
+  return spec;
+}
+
+core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
+    const config::Service& service, const store::Release& release, deploy::Color color) {
+  auto made = task_spec(service, release, std::string(deploy::to_string(color)));
+  if (!made) return made.error();
+  const runtime::TaskSpec& spec = *made;
+  const config::Container& c = service.task.containers.front();
   runtime::Driver& runner = driver_for(service);
   auto tasks = runtime::start_task_set(runner, spec, service.task.count);
   if (!tasks) return tasks.error();
@@ -179,7 +191,17 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
       return recorded.error();
     }
   }
+  // The supervisor drives the process driver; podman tasks are not supervised yet.
+  if (&runner == driver.get()) {
+    for (const auto& t : *tasks) supervisor->supervise(t, spec);
+  }
   return tasks;
+}
+
+core::Result<void> Controller::Impl::stop_task(const runtime::Task& task) {
+  runtime::Driver& d = driver_of(task.task_id);
+  if (&d == driver.get()) return supervisor->stop(task);
+  return d.stop(task);
 }
 
 core::Result<void> Controller::Impl::stop_tasks(const config::Service& service,
@@ -211,7 +233,7 @@ core::Result<void> Controller::Impl::stop_tasks(const config::Service& service,
       task.stop_signal = service.task.containers.front().stop_signal_number;
       task.stop_timeout = service.task.containers.front().stop_timeout;
     }
-    if (auto r = driver_of(t.task_id).stop(task); !r) {
+    if (auto r = stop_task(task); !r) {
       core::logger()->warn("runtime: stopping task {}: {}", t.task_id, r.error().message);
       result = r;
     }

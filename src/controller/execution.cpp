@@ -8,6 +8,7 @@
 #include "core/log.hpp"
 #include "core/process.hpp"
 #include "pipeline/pipeline.hpp"
+#include "runtime/task_definition.hpp"
 
 namespace cutover::controller {
 
@@ -169,13 +170,18 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
     rel.execution_id = id;
     rel.artifact_digest = art ? art->digest : "";
     rel.artifact_path = art ? art->path.string() : "";
-    rel.task_revision = commit.short_sha;
+    // Every change of the service's task makes a new immutable revision ("web:7").
+    auto def =
+        store->register_task_definition(svc.name, runtime::task_definition(svc).dump(), commit.sha);
+    if (!def) return fail("service " + svc.name + ": " + def.error().message);
+    rel.task_revision = svc.name + ":" + std::to_string(def->revision);
     auto saved = store->insert_release(rel);
     if (!saved) return fail(saved.error().message);
     releases.emplace_back(&svc, *saved);
     sink.add("pipeline", store::LogStream::System,
              "release " + saved->id + " of " + svc.name + ": " +
-                 (art ? art->digest : "image only (no artifact)"));
+                 (art ? art->digest : "image only (no artifact)") + ", task definition " +
+                 rel.task_revision);
   }
   // Remember every service ever configured (status lists them).
   std::vector<std::string> names;

@@ -20,6 +20,7 @@
 #include "registry/registry.hpp"
 #include "runtime/podman_driver.hpp"
 #include "runtime/runtime.hpp"
+#include "runtime/supervisor.hpp"
 #include "source/source.hpp"
 #include "store/secrets.hpp"
 #include "store/store.hpp"
@@ -36,6 +37,15 @@ struct Controller::Impl {
   runtime::PortAllocator ports;
   std::unique_ptr<runtime::ProcessDriver> driver;
   std::unique_ptr<runtime::PodmanDriver> podman;  // services with `driver: podman`
+  // Restarts, crash loops, liveness and log rotation of every running task; its events are
+  // persisted from its thread (on_task_event), so a restarted task's new pid is in the store
+  // before anything else happens to it.
+  std::unique_ptr<runtime::Supervisor> supervisor;
+  std::atomic<bool> routes_dirty{false};  // a task failed: the loop republishes the routes
+  // Task processes of this state directory that no stored task accounts for, found at recovery:
+  // reported (log, audit, status), never killed. Guarded by unaccounted_mu.
+  mutable std::mutex unaccounted_mu;
+  std::vector<runtime::FoundProcess> unaccounted;
   std::unique_ptr<proxy::AdminClient> proxy_admin;
   pid_t proxy_pid = 0;  // when this controller started the proxy (our child, to be reaped)
 
@@ -64,8 +74,12 @@ struct Controller::Impl {
   bool stop_requested();
   void tick();
 
+  void on_task_event(const runtime::TaskEvent& event);
+
   // ---- recovery (recovery.cpp) ----------------------------------------------------------------
   core::Result<void> recover();
+  // Puts a re-adopted task back under supervision with the spec of its release (logged if not).
+  void supervise_adopted(const store::TaskRecord& t);
 
   // ---- executions (execution.cpp) -------------------------------------------------------------
   void run_execution(const source::Commit& commit);
@@ -111,9 +125,15 @@ struct Controller::Impl {
                       bool fast_path = false);
   // Redeploys what operate() queued (tick, before fetching the source).
   void run_redeploys();
+  // What the runtime runs for the tasks of service at release (also to supervise adopted tasks).
+  core::Result<runtime::TaskSpec> task_spec(const config::Service& service,
+                                            const store::Release& release,
+                                            const std::string& color) const;
   core::Result<std::vector<runtime::Task>> start_tasks(const config::Service& service,
                                                        const store::Release& release,
                                                        deploy::Color color);
+  // Stops one task through the driver that started it (and its supervisor, for processes).
+  core::Result<void> stop_task(const runtime::Task& task);
   // Drains (up to the service's drain_timeout) and stops the tasks of one color, with the
   // container's stop signal and stop timeout.
   core::Result<void> stop_tasks(const config::Service& service, const std::string& color);

@@ -1,5 +1,7 @@
 // What a (re)started controller does before its loop runs: adopt the proxy and the tasks the last
 // run left, settle what a crash interrupted, and republish the routes of what is live.
+#include <set>
+
 #include <nlohmann/json.hpp>
 
 #include "controller/internal.hpp"
@@ -24,6 +26,33 @@ std::vector<std::string> known_services(store::Store& st) {
 
 }  // namespace
 
+void Controller::Impl::supervise_adopted(const store::TaskRecord& t) {
+  // The supervisor drives the process driver; podman tasks are not supervised yet.
+  if (&driver_of(t.task_id) != driver.get()) return;
+  // Restarts and liveness need what the task runs: the config of its release.
+  auto why_not = [&]() -> std::string {
+    auto rel = store->get_release(t.release_id);
+    if (!rel) return rel.error().message;
+    if (!rel->has_value()) return "its release " + t.release_id + " is not in the store";
+    auto cfg = config_at((**rel).commit_sha);
+    if (!cfg) return cfg.error().message;
+    const config::Service* svc = (*cfg)->find_service(t.service);
+    if (!svc) return "its release's configuration has no service " + t.service;
+    auto spec = task_spec(*svc, **rel, t.color);
+    if (!spec) return spec.error().message;
+    runtime::Task task = to_runtime_task(t);
+    task.revision = (**rel).commit_sha;
+    task.stop_signal = spec->stop_signal;
+    task.stop_timeout = spec->stop_timeout;
+    supervisor->supervise(task, *spec, /*adopted=*/true);
+    return "";
+  }();
+  if (!why_not.empty()) {
+    core::logger()->warn("runtime: task {} of {} re-adopted but not supervised: {}", t.task_id,
+                         t.service, why_not);
+  }
+}
+
 core::Result<void> Controller::Impl::recover() {
   if (auto r = ensure_proxy(); !r) return r;
 
@@ -47,6 +76,7 @@ core::Result<void> Controller::Impl::recover() {
   for (const auto& t : *tasks) {
     if (auto r = driver_of(t.task_id).adopt(to_runtime_task(t)); r) {
       ++adopted;
+      supervise_adopted(t);
     } else {
       core::logger()->warn("runtime: task {} of {} is gone ({}); recorded as stopped", t.task_id,
                            t.service, r.error().message);
@@ -66,6 +96,28 @@ core::Result<void> Controller::Impl::recover() {
             c.name, c.service, c.name);
       }
     }
+  }
+
+  // Task processes that the store does not account for (started by a controller that crashed
+  // before it recorded them, or by hand with our marker): reported, never killed.
+  std::set<std::pair<int64_t, int64_t>> known;  // (pid, start time)
+  if (auto running = store->list_running_tasks(); running) {
+    for (const auto& t : *running) known.insert({t.pid, t.start_time});
+  }
+  std::vector<runtime::FoundProcess> strays;
+  for (const auto& p : runtime::find_task_processes(task_log_dir())) {
+    if (known.count({p.pid, p.start_time})) continue;
+    core::logger()->warn(
+        "runtime: process {} claims to be task {} but no running task of the store accounts for "
+        "it; left running (stop it by hand if it is not yours)",
+        p.pid, p.task_id);
+    (void)store->append_audit("controller", "runtime.unaccounted_task", "task:" + p.task_id,
+                              json{{"pid", p.pid}, {"start_time", p.start_time}}.dump());
+    strays.push_back(p);
+  }
+  {
+    std::lock_guard lock(unaccounted_mu);
+    unaccounted = std::move(strays);
   }
 
   std::vector<store::TaskRecord> doomed;
@@ -125,7 +177,7 @@ core::Result<void> Controller::Impl::recover() {
       if (!draining || !wait_until(clock.now() + std::chrono::milliseconds(100))) break;
     }
     for (const auto& t : doomed) {
-      (void)driver_of(t.task_id).stop(to_runtime_task(t));
+      (void)stop_task(to_runtime_task(t));
       (void)store->update_task_status(t.task_id, store::TaskStatus::Stopped);
     }
   }

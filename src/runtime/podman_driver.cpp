@@ -294,6 +294,31 @@ core::Result<void> PodmanDriver::stop(const Task& task) {
   return {};
 }
 
+core::Result<Task> PodmanDriver::restart(const Task& old, const TaskSpec& spec) {
+  return core::Error("the podman driver does not restart containers yet (" + describe(old) + ")",
+                     core::ErrorKind::Unavailable);
+}
+
+core::Result<void> PodmanDriver::kill(const Task& task) {
+  const long stop_seconds = static_cast<long>((task.stop_timeout.count() + 999) / 1000);
+  std::string output;
+  auto r = podman({"stop", "-t", std::to_string(stop_seconds), container_name(task.task_id)},
+                  &output, task.stop_timeout + options_.command_timeout);
+  if (!r.ok() && !no_such_container(output)) return r.error().wrap("cannot kill " + describe(task));
+  return {};
+}
+
+core::Result<core::RunResult> PodmanDriver::run_check(const Task& task, const TaskSpec& spec,
+                                                      milliseconds timeout) {
+  core::SpawnSpec run;
+  run.argv = {options_.podman};
+  run.argv.insert(run.argv.end(), options_.global_args.begin(), options_.global_args.end());
+  run.argv.insert(run.argv.end(), {"exec", container_name(task.task_id)});
+  run.argv.insert(run.argv.end(), spec.health.command.begin(), spec.health.command.end());
+  run.env = core::minimal_environment();
+  return core::run_command(run, timeout, [](std::string_view) {});
+}
+
 bool PodmanDriver::alive(const Task& task) const {
   return core::is_same_process(task.pid, task.start_time);
 }

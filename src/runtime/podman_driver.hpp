@@ -73,6 +73,14 @@ class PodmanDriver final : public Driver {
   bool alive(const Task& task) const override;
   core::Result<void> adopt(const Task& task) override;
   std::vector<TaskExit> reap() override;
+  // Not supported yet: podman tasks are not under the runtime's supervisor (no restarts), so
+  // nothing calls it; it answers Unavailable instead of pretending.
+  core::Result<Task> restart(const Task& old, const TaskSpec& spec) override;
+  // `podman stop -t stop_timeout`, keeping the container, its port and its identity.
+  core::Result<void> kill(const Task& task) override;
+  // `podman exec` of spec.health.command in the task's container.
+  core::Result<core::RunResult> run_check(const Task& task, const TaskSpec& spec,
+                                          std::chrono::milliseconds timeout) override;
 
   // Every container with a cutover.task_id label (running or not).
   core::Result<std::vector<LabelledContainer>> list_containers() const;

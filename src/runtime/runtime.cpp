@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -102,6 +103,23 @@ core::Result<void> stop_foreign(const Task& task) {
 
 }  // namespace
 
+std::vector<core::ResourceLimit> to_rlimits(const config::Limits& limits) {
+  std::vector<core::ResourceLimit> out;
+  auto add = [&](int resource, const std::optional<uint64_t>& v) {
+    if (v) out.push_back({resource, *v, *v});
+  };
+  add(RLIMIT_NOFILE, limits.open_files);
+  add(RLIMIT_NPROC, limits.processes);
+  add(RLIMIT_AS, limits.memory);
+  add(RLIMIT_FSIZE, limits.file_size);
+  if (limits.cpu_time) {
+    const auto secs = static_cast<uint64_t>(std::max<int64_t>(
+        1, std::chrono::duration_cast<std::chrono::seconds>(*limits.cpu_time).count()));
+    out.push_back({RLIMIT_CPU, secs, secs});
+  }
+  return out;
+}
+
 // ---- PortAllocator ----
 
 PortAllocator::PortAllocator(int first, int last) : first_(first), last_(last), next_(first) {
@@ -185,6 +203,79 @@ void ProcessDriver::finish_log_copier(const std::string& task_id) {
   }
 }
 
+namespace {
+
+std::map<std::string, std::string> task_variables(const Task& task, const TaskSpec& spec) {
+  return {{"PORT", std::to_string(task.port)},
+          {"SERVICE", spec.service},
+          {"REVISION", spec.revision},
+          {"TASK_ID", task.task_id},
+          {"COLOR", spec.color}};
+}
+
+core::SpawnSpec task_spawn_spec(const Task& task, const TaskSpec& spec,
+                                const std::vector<std::string>& argv) {
+  const auto vars = task_variables(task, spec);
+  core::SpawnSpec spawn;
+  for (const std::string& arg : argv) spawn.argv.push_back(expand(arg, vars));
+  spawn.env = core::minimal_environment();
+  for (const auto& [k, v] : spec.env) spawn.env[k] = expand(v, vars);
+  for (const auto& [k, v] : vars) spawn.env[k] = v;
+  spawn.cwd = spec.workdir;
+  spawn.new_session = true;
+  return spawn;
+}
+
+}  // namespace
+
+core::Result<void> ProcessDriver::spawn_task(const TaskSpec& spec, Task& task) {
+  core::SpawnSpec spawn = task_spawn_spec(task, spec, spec.command);
+  for (const auto& [k, v] : spec.secrets) spawn.env[k] = v;
+  for (const auto& [k, v] : task_variables(task, spec)) spawn.env[k] = v;  // they win
+  spawn.env["CUTOVER_TASK_DIR"] = spec.log_dir.string();  // see find_task_processes
+  spawn.stdout_file = task.log_path;
+  spawn.merge_stderr = true;
+  spawn.rlimits = spec.rlimits;
+
+  // With secrets, output goes through the log copier, which masks them.
+  core::UniqueFd pipe_write;
+  pid_t copier = 0;
+  if (!spec.secrets.empty()) {
+    if (options_.log_copier.empty()) {
+      return core::Error("it has secrets, and no log copier is configured to mask them in its log");
+    }
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      return core::Error(std::string("cannot create a pipe: ") + std::strerror(errno),
+                         core::ErrorKind::Unavailable);
+    }
+    core::UniqueFd pipe_read(fds[0]);
+    pipe_write = core::UniqueFd(fds[1]);
+    auto started = start_log_copier(spec, task, pipe_read.get());
+    if (!started.ok()) return started.error();
+    copier = *started;
+    spawn.stdout_fd = pipe_write.get();
+  }
+
+  auto pid = core::spawn(spawn);
+  // The task holds the only write end now: the copier ends when the task's output does.
+  pipe_write = core::UniqueFd();
+  if (!pid.ok()) {
+    if (copier != 0) finish_log_copier(task.task_id);
+    return pid.error();
+  }
+  task.pid = *pid;
+  // Our unreaped child: its /proc entry exists even if it already exited.
+  auto start_time = core::process_start_time(task.pid);
+  if (!start_time.ok()) {
+    (void)core::terminate_tree(task.pid, SIGKILL, milliseconds{0});
+    if (copier != 0) finish_log_copier(task.task_id);
+    return start_time.error();
+  }
+  task.start_time = *start_time;
+  return {};
+}
+
 core::Result<Task> ProcessDriver::start(const TaskSpec& spec) {
   const std::string what =
       "cannot start a task of service " + spec.service + " (container " + spec.container + ")";
@@ -202,83 +293,127 @@ core::Result<Task> ProcessDriver::start(const TaskSpec& spec) {
   task.log_path = spec.log_dir / (task.task_id + ".log");
   task.stop_signal = spec.stop_signal;
   task.stop_timeout = spec.stop_timeout;
-
-  const std::map<std::string, std::string> vars = {{"PORT", std::to_string(task.port)},
-                                                   {"SERVICE", spec.service},
-                                                   {"REVISION", spec.revision},
-                                                   {"TASK_ID", task.task_id},
-                                                   {"COLOR", spec.color}};
-  core::SpawnSpec spawn;
-  for (const std::string& arg : spec.command) spawn.argv.push_back(expand(arg, vars));
-  spawn.env = core::minimal_environment();
-  for (const auto& [k, v] : spec.env) spawn.env[k] = expand(v, vars);
-  for (const auto& [k, v] : spec.secrets) spawn.env[k] = v;
-  for (const auto& [k, v] : vars) spawn.env[k] = v;
-  spawn.cwd = spec.workdir;
-  spawn.stdout_file = task.log_path;
-  spawn.merge_stderr = true;
-  spawn.new_session = true;
-
-  // With secrets, output goes through the log copier, which masks them.
-  core::UniqueFd pipe_write;
-  pid_t copier = 0;
-  if (!spec.secrets.empty()) {
-    if (options_.log_copier.empty()) {
-      ports_.release(task.port);
-      return core::Error(what +
-                         ": it has secrets, and no log copier is configured to mask them "
-                         "in its log");
-    }
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-      ports_.release(task.port);
-      return core::Error(what + ": cannot create a pipe: " + std::strerror(errno),
-                         core::ErrorKind::Unavailable);
-    }
-    core::UniqueFd pipe_read(fds[0]);
-    pipe_write = core::UniqueFd(fds[1]);
-    auto started = start_log_copier(spec, task, pipe_read.get());
-    if (!started.ok()) {
-      ports_.release(task.port);
-      return started.error().wrap(what);
-    }
-    copier = *started;
-    spawn.stdout_fd = pipe_write.get();
-  }
-
-  auto pid = core::spawn(spawn);
-  pipe_write =
-      core::UniqueFd();  // the task holds the only write end now: the copier ends when it does
-  if (!pid.ok()) {
+  if (auto r = spawn_task(spec, task); !r.ok()) {
     ports_.release(task.port);
-    if (copier != 0) finish_log_copier(task.task_id);
-    return pid.error().wrap(what);
+    return r.error().wrap(what);
   }
-  task.pid = *pid;
-  // Our unreaped child: its /proc entry exists even if it already exited.
-  auto start_time = core::process_start_time(task.pid);
-  if (!start_time.ok()) {
-    (void)core::terminate_tree(task.pid, SIGKILL, milliseconds{0});
-    ports_.release(task.port);
-    if (copier != 0) finish_log_copier(task.task_id);
-    return start_time.error().wrap(what);
-  }
-  task.start_time = *start_time;
 
   std::lock_guard lock(mu_);
   tasks_[task.task_id] = Entry{task, /*child=*/true, /*stopping=*/false, /*ended=*/false};
   return task;
 }
 
-core::Result<void> ProcessDriver::stop(const Task& task) {
-  bool known = false;
+core::Result<Task> ProcessDriver::restart(const Task& old, const TaskSpec& spec) {
+  const std::string what = "cannot restart " + describe(old) + " of service " + old.service;
+  if (spec.command.empty()) return core::Error(what + ": the command is empty");
+  {
+    std::lock_guard lock(mu_);
+    auto it = tasks_.find(old.task_id);
+    if (it == tasks_.end()) {
+      return core::Error(what + ": this driver does not run it (stopped, or never started here)",
+                         core::ErrorKind::NotFound);
+    }
+    Entry& e = it->second;
+    if (e.stopping) return core::Error(what + ": it is being stopped", core::ErrorKind::Conflict);
+    if (e.child) {
+      // Reap the old instance if it ended and reap() has not seen it yet.
+      int status = 0;
+      pid_t r = ::waitpid(e.task.pid, &status, WNOHANG);
+      if (r == e.task.pid || (r < 0 && errno == ECHILD)) {
+        e.child = false;
+        e.ended = true;
+      } else {
+        return core::Error(what + ": its process is still running", core::ErrorKind::Conflict);
+      }
+    } else if (core::is_same_process(e.task.pid, e.task.start_time)) {
+      return core::Error(what + ": its process is still running", core::ErrorKind::Conflict);
+    }
+    // A leader that is gone may have left stragglers in its group (they hold the port).
+    if (core::group_alive(e.task.pid)) core::signal_group(e.task.pid, SIGKILL);
+    e.stopping = true;  // reap() and stop() keep off while we spawn
+  }
+  Task task = old;
+  task.revision = spec.revision;
+  task.color = spec.color;
+  task.stop_signal = spec.stop_signal;
+  task.stop_timeout = spec.stop_timeout;
+  auto spawned = spawn_task(spec, task);
+  std::lock_guard lock(mu_);
+  auto it = tasks_.find(old.task_id);
+  if (it == tasks_.end()) {
+    // stop() ran concurrently and gave the task up: the new instance must not outlive it.
+    if (spawned.ok()) (void)core::terminate_tree(task.pid, SIGKILL, milliseconds{0});
+    return core::Error(what + ": it was stopped while restarting", core::ErrorKind::Conflict);
+  }
+  it->second.stopping = false;
+  if (!spawned.ok()) return spawned.error().wrap(what);
+  it->second = Entry{task, /*child=*/true, /*stopping=*/false, /*ended=*/false};
+  return task;
+}
+
+core::Result<void> ProcessDriver::kill(const Task& task) {
   bool child = false;
   {
     std::lock_guard lock(mu_);
     auto it = tasks_.find(task.task_id);
-    if (it != tasks_.end() && it->second.task.pid == task.pid &&
-        it->second.task.start_time == task.start_time) {
+    if (it == tasks_.end() || it->second.task.pid != task.pid ||
+        it->second.task.start_time != task.start_time) {
+      return stop_foreign(task);
+    }
+    if (it->second.stopping) {
+      return core::Error("cannot kill " + describe(task) + ": it is being stopped",
+                         core::ErrorKind::Conflict);
+    }
+    child = it->second.child;
+    it->second.stopping = true;
+  }
+  core::Result<void> result;
+  std::optional<core::ExitStatus> status;
+  if (child) {
+    auto r = core::terminate_tree(task.pid, task.stop_signal, task.stop_timeout);
+    if (r.ok()) {
+      status = *r;
+    } else {
+      result = r.error().wrap("cannot kill " + describe(task));
+    }
+  } else {
+    result = stop_foreign(task);
+  }
+  std::lock_guard lock(mu_);
+  auto it = tasks_.find(task.task_id);
+  if (it != tasks_.end()) {
+    it->second.stopping = false;
+    if (result.ok()) {
+      // Ended on purpose: not reported by reap(); the port stays with the task for restart().
+      it->second.child = false;
+      it->second.ended = true;
+    }
+  }
+  return result;
+}
+
+core::Result<core::RunResult> ProcessDriver::run_check(const Task& task, const TaskSpec& spec,
+                                                       milliseconds timeout) {
+  if (spec.health.command.empty()) {
+    return core::Error("task " + task.task_id + ": no health check command");
+  }
+  core::SpawnSpec spawn = task_spawn_spec(task, spec, spec.health.command);
+  spawn.merge_stderr = true;
+  return core::run_command(spawn, timeout, [](std::string_view) {});
+}
+
+core::Result<void> ProcessDriver::stop(const Task& given) {
+  // A task restarted since the caller recorded it is stopped as it is now (its current pid).
+  Task task = given;
+  bool known = false;
+  bool child = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = tasks_.find(given.task_id);
+    if (it != tasks_.end()) {
       known = true;
+      task.pid = it->second.task.pid;
+      task.start_time = it->second.task.start_time;
       // A concurrent stop() of the same task owns the waitpid; this one watches /proc.
       child = it->second.child && !it->second.stopping;
       it->second.stopping = true;
@@ -370,6 +505,49 @@ std::vector<TaskExit> ProcessDriver::reap() {
     }
   }
   return exits;
+}
+
+std::vector<FoundProcess> find_task_processes(const std::filesystem::path& log_dir) {
+  std::vector<FoundProcess> out;
+  const std::string marker = "CUTOVER_TASK_DIR=" + log_dir.string();
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(name));
+    // Only a task's leader: it leads its own session.
+    auto stat = core::read_file(entry.path() / "stat");
+    if (!stat.ok()) continue;
+    const size_t paren = stat->rfind(')');
+    if (paren == std::string::npos) continue;
+    std::vector<std::string> fields;  // from field 3 (state) on
+    size_t i = paren + 2;
+    while (i < stat->size() && fields.size() < 4) {
+      size_t j = stat->find(' ', i);
+      if (j == std::string::npos) j = stat->size();
+      fields.push_back(stat->substr(i, j - i));
+      i = j + 1;
+    }
+    if (fields.size() < 4 || fields[0] == "Z" || fields[3] != name) continue;  // field 6: session
+    auto env = core::read_file(entry.path() / "environ");
+    if (!env.ok()) continue;
+    bool marked = false;
+    std::string task_id;
+    size_t at = 0;
+    while (at < env->size()) {
+      size_t end = env->find('\0', at);
+      if (end == std::string::npos) end = env->size();
+      std::string_view var(env->data() + at, end - at);
+      if (var == marker) marked = true;
+      if (var.substr(0, 8) == "TASK_ID=") task_id = std::string(var.substr(8));
+      at = end + 1;
+    }
+    if (!marked || task_id.empty()) continue;
+    auto start = core::process_start_time(pid);
+    if (!start.ok()) continue;
+    out.push_back({pid, *start, task_id});
+  }
+  return out;
 }
 
 // ---- task sets ----

@@ -13,8 +13,10 @@
 // the task it stops. Adopted tasks are not our children (init reaps them); reap() reports them
 // once they are gone, without an exit status. Nothing in the process may wait for "any" child.
 //
-// Planned depth fits behind Driver: crash-loop detection and liveness checks consume reap()/
-// alive(); a podman driver implements Driver; log rotation owns log_path.
+// Supervision (restart with backoff, crash loops, liveness checks, log rotation) lives in
+// runtime/supervisor.hpp and drives any Driver through this interface: reap() tells it what
+// ended, restart() brings a task back under the same id and port, run_check() runs a command
+// health check in the task's context (the host for processes, `podman exec` for containers).
 //
 // Thread-safety: PortAllocator and ProcessDriver are safe to use from several threads. start()
 // and stop() block (stop() up to stop_timeout plus a few seconds): call them from a worker pool.
@@ -33,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "config/config.hpp"
 #include "core/process.hpp"
 #include "core/result.hpp"
 
@@ -89,7 +92,14 @@ struct TaskSpec {
   std::filesystem::path log_dir;  // created if missing
   int stop_signal = SIGTERM;
   std::chrono::milliseconds stop_timeout{10000};
+  // Applied to the task's process (setrlimit before exec; podman: --ulimit); children inherit.
+  std::vector<core::ResourceLimit> rlimits;
+  // Liveness, run by the Supervisor (not by the driver). kind None = no check.
+  config::Health health;
 };
+
+// Maps a container's `limits:` (docs/configuration.md) to rlimits.
+std::vector<core::ResourceLimit> to_rlimits(const config::Limits& limits);
 
 // A running task: what the controller persists and hands back to stop()/alive()/adopt().
 struct Task {
@@ -128,6 +138,18 @@ class Driver {
   virtual core::Result<void> adopt(const Task& task) = 0;
   // Reports tasks that ended since the last call (see the reaping note at the top).
   virtual std::vector<TaskExit> reap() = 0;
+  // Starts a new instance of a task that ended (reported by reap(), or stopped for failing its
+  // liveness check): same task_id, same port, same log file; new pid and start time. The driver
+  // keeps the task's port between the end and the restart. Error (the task stays ended, its port
+  // kept until stop()) if it cannot be started or if the old instance is still running.
+  virtual core::Result<Task> restart(const Task& old, const TaskSpec& spec) = 0;
+  // Ends a running instance so that restart() can replace it (stop_signal, SIGKILL after
+  // stop_timeout, whole tree) without giving up its port or its identity. Idempotent.
+  virtual core::Result<void> kill(const Task& task) = 0;
+  // Runs spec.health.command in the task's context with the task's variables (PORT, TASK_ID,
+  // ...) in its environment; kills it after timeout. Error when it cannot be started.
+  virtual core::Result<core::RunResult> run_check(const Task& task, const TaskSpec& spec,
+                                                  std::chrono::milliseconds timeout) = 0;
 };
 
 struct ProcessDriverOptions {
@@ -155,8 +177,15 @@ class ProcessDriver final : public Driver {
   bool alive(const Task& task) const override;
   core::Result<void> adopt(const Task& task) override;
   std::vector<TaskExit> reap() override;
+  core::Result<Task> restart(const Task& old, const TaskSpec& spec) override;
+  core::Result<void> kill(const Task& task) override;
+  core::Result<core::RunResult> run_check(const Task& task, const TaskSpec& spec,
+                                          std::chrono::milliseconds timeout) override;
 
  private:
+  // Spawns spec as task (task_id, port and log_path already set); fills pid and start_time.
+  core::Result<void> spawn_task(const TaskSpec& spec, Task& task);
+
   struct Entry {
     Task task;
     bool child = false;     // started here and not reaped yet
@@ -175,6 +204,19 @@ class ProcessDriver final : public Driver {
   std::map<std::string, Entry> tasks_;    // by task_id
   std::map<pid_t, std::string> copiers_;  // log copiers not reaped yet -> their task_id
 };
+
+// A task process found on the host by find_task_processes().
+struct FoundProcess {
+  pid_t pid = 0;
+  int64_t start_time = 0;
+  std::string task_id;
+};
+
+// Processes that a ProcessDriver started with this log_dir (it marks each task's environment with
+// CUTOVER_TASK_DIR=<log_dir>), found by scanning /proc: session leaders that are not zombies. A
+// restarted controller compares them with the tasks it knows to report those it cannot account
+// for (it does not kill them: they may be someone's).
+std::vector<FoundProcess> find_task_processes(const std::filesystem::path& log_dir);
 
 // Starts count tasks of spec. If one fails, the ones already started are stopped (no orphans) and
 // the error names which task failed.

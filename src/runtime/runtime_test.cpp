@@ -79,6 +79,14 @@ bool can_connect(int port) {
   return ok;
 }
 
+// Ports of this test process only: ctest runs test processes in parallel, and two allocators of
+// the same range could hand the same free port to two tasks before either binds it.
+PortAllocator test_ports() {
+  // Below the ephemeral range (32768-60999): a client socket can hold any port in it.
+  const int base = 10000 + static_cast<int>(::getpid() % 100) * 100;  // 10000-19999
+  return PortAllocator(base, base + 99);
+}
+
 TaskSpec shell_task(const TempDir& dir, const std::string& script) {
   TaskSpec spec;
   spec.service = "web";
@@ -157,7 +165,7 @@ TEST(PortAllocator, ThreadSafe) {
 
 TEST(ProcessDriver, StartsTaskSetWithVariablesAndStopsIt) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   TaskSpec spec = shell_task(
       dir,
@@ -203,7 +211,7 @@ TEST(ProcessDriver, StartsTaskSetWithVariablesAndStopsIt) {
 
 TEST(ProcessDriver, TaskServesOnItsPort) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   TaskSpec spec;
   spec.service = "web";
@@ -221,7 +229,7 @@ TEST(ProcessDriver, TaskServesOnItsPort) {
 
 TEST(ProcessDriver, StopEscalatesToSigkillAndKillsChildren) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   // Ignoring TERM is inherited by the grandchild sleep: only SIGKILL ends either.
   TaskSpec spec = shell_task(dir, "trap '' TERM; sleep 1000 & echo $!; wait");
@@ -241,7 +249,7 @@ TEST(ProcessDriver, StopEscalatesToSigkillAndKillsChildren) {
 
 TEST(ProcessDriver, StartFailureIsAnErrorAndReleasesThePort) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   TaskSpec spec = shell_task(dir, "");
   spec.command = {"dist/no-such-server", "--port", "${PORT}"};
@@ -271,7 +279,7 @@ TEST(ProcessDriver, FailedTaskSetLeavesNoOrphans) {
 
 TEST(ProcessDriver, ReapReportsTasksThatExitOnTheirOwn) {
   TempDir dir;
-  PortAllocator ports;
+  PortAllocator ports = test_ports();
   ProcessDriver driver(ports);
   auto task = driver.start(shell_task(dir, "exit 3"));
   ASSERT_TRUE(task.ok()) << task.error().message;
@@ -352,4 +360,28 @@ TEST(ProcessDriver, AdoptRefusesPortAlreadyAllocated) {
   EXPECT_THAT(r.error().message, HasSubstr("already allocated"));
   EXPECT_EQ(r.error().kind, core::ErrorKind::Conflict);
   EXPECT_TRUE(before.stop(*task).ok());
+}
+
+TEST(ProcessDriver, FindTaskProcessesSeesTheLeadersOfItsDirectoryOnly) {
+  TempDir dir;
+  PortAllocator ports = test_ports();
+  ProcessDriver driver(ports);
+  // The task has a child: only the leader counts.
+  auto task = driver.start(shell_task(dir, "sleep 1000 & wait"));
+  ASSERT_TRUE(task.ok());
+  TaskSpec other = shell_task(dir, "exec sleep 1000");
+  other.log_dir = dir.path() / "other-logs";  // another controller's tasks
+  auto foreign = driver.start(other);
+  ASSERT_TRUE(foreign.ok());
+  std::vector<FoundProcess> found;
+  ASSERT_TRUE(eventually([&] {
+    found = find_task_processes(dir.path() / "logs");
+    return found.size() == 1;
+  }));
+  EXPECT_EQ(found[0].pid, task->pid);
+  EXPECT_EQ(found[0].start_time, task->start_time);
+  EXPECT_EQ(found[0].task_id, task->task_id);
+  ASSERT_TRUE(driver.stop(*task).ok());
+  EXPECT_TRUE(find_task_processes(dir.path() / "logs").empty());
+  ASSERT_TRUE(driver.stop(*foreign).ok());
 }

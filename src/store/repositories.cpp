@@ -208,6 +208,28 @@ Result<TaskRecord> read_task(const Stmt& st) {
   return t;
 }
 
+constexpr const char* kTaskDefinitionColumns =
+    "service, revision, digest, definition_json, commit_sha, created_at";
+
+Result<TaskDefinition> read_task_definition(const Stmt& st) {
+  TaskDefinition d;
+  d.service = st.text(0);
+  d.revision = st.int64(1);
+  d.digest = st.text(2);
+  d.definition_json = st.text(3);
+  d.commit_sha = st.text(4);
+  d.created_at = st.int64(5);
+  return d;
+}
+
+std::string sha256_digest(const std::string& text) {
+  unsigned char digest[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(text.data()), text.size());
+  char hex[crypto_hash_sha256_BYTES * 2 + 1];
+  sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+  return std::string("sha256:") + hex;
+}
+
 // SHA-256 (hex) over the previous hash and the entry's fields, each length-prefixed so that no two
 // different entries serialise to the same bytes.
 std::string audit_hash(const AuditEntry& a) {
@@ -722,6 +744,17 @@ Result<void> Store::update_task_status(const std::string& task_id, TaskStatus st
   });
 }
 
+Result<void> Store::update_task_process(const std::string& task_id, int64_t pid,
+                                        int64_t start_time) {
+  return impl_->in_tx(true, [&]() -> Result<void> {
+    STORE_ASSIGN(st, impl_->query("UPDATE tasks SET pid = ?, start_time = ? WHERE task_id = ?", pid,
+                                  start_time, task_id));
+    STORE_TRY(st.run());
+    if (sqlite3_changes(impl_->db) == 0) return not_found("task", task_id);
+    return core::ok();
+  });
+}
+
 Result<std::optional<TaskRecord>> Store::get_task(const std::string& task_id) {
   return impl_->in_tx(false, [&]() -> Result<std::optional<TaskRecord>> {
     STORE_ASSIGN(
@@ -739,6 +772,58 @@ Result<std::vector<TaskRecord>> Store::list_running_tasks(
                                       "(?2 IS NULL OR service = ?2) ORDER BY created_at, rowid",
                                   to_string(TaskStatus::Running), service));
     return collect<TaskRecord>(st, read_task);
+  });
+}
+
+// ---- Task definitions
+// ---------------------------------------------------------------------------
+
+Result<TaskDefinition> Store::register_task_definition(const std::string& service,
+                                                       const std::string& definition_json,
+                                                       const std::string& commit_sha) {
+  return impl_->in_tx(true, [&]() -> Result<TaskDefinition> {
+    const std::string digest = sha256_digest(definition_json);
+    STORE_ASSIGN(latest, impl_->query("SELECT " + std::string(kTaskDefinitionColumns) +
+                                          " FROM task_definitions WHERE service = ? "
+                                          "ORDER BY revision DESC LIMIT 1",
+                                      service));
+    STORE_ASSIGN(newest, first<TaskDefinition>(latest, read_task_definition));
+    if (newest && newest->digest == digest) return *newest;
+    TaskDefinition d;
+    d.service = service;
+    d.revision = newest ? newest->revision + 1 : 1;
+    d.digest = digest;
+    d.definition_json = definition_json;
+    d.commit_sha = commit_sha;
+    d.created_at = impl_->now_ms();
+    STORE_ASSIGN(
+        st, impl_->query("INSERT INTO task_definitions (" + std::string(kTaskDefinitionColumns) +
+                             ") VALUES (?, ?, ?, ?, ?, ?)",
+                         d.service, d.revision, d.digest, d.definition_json, d.commit_sha,
+                         d.created_at));
+    STORE_TRY(st.run());
+    return d;
+  });
+}
+
+Result<std::vector<TaskDefinition>> Store::list_task_definitions(const std::string& service,
+                                                                 int limit) {
+  return impl_->in_tx(false, [&]() -> Result<std::vector<TaskDefinition>> {
+    STORE_ASSIGN(st, impl_->query("SELECT " + std::string(kTaskDefinitionColumns) +
+                                      " FROM task_definitions WHERE service = ? "
+                                      "ORDER BY revision DESC LIMIT ?",
+                                  service, sql_limit(limit)));
+    return collect<TaskDefinition>(st, read_task_definition);
+  });
+}
+
+Result<std::optional<TaskDefinition>> Store::get_task_definition(const std::string& service,
+                                                                 int64_t revision) {
+  return impl_->in_tx(false, [&]() -> Result<std::optional<TaskDefinition>> {
+    STORE_ASSIGN(st, impl_->query("SELECT " + std::string(kTaskDefinitionColumns) +
+                                      " FROM task_definitions WHERE service = ? AND revision = ?",
+                                  service, revision));
+    return first<TaskDefinition>(st, read_task_definition);
   });
 }
 

@@ -251,7 +251,7 @@ TEST_F(SecretsTest, KeyFromTheEnvironmentWins) {
 
 TEST_F(SecretsTest, MigratesADatabaseWrittenBeforeTheSecretStore) {
   store_.reset();
-  raw_exec("DROP TABLE secrets; PRAGMA user_version = 1;");
+  raw_exec("DROP TABLE secrets; DROP TABLE task_definitions; PRAGMA user_version = 1;");
   auto s = Store::open(db_file_, clock_);
   ASSERT_TRUE(s.ok()) << s.error().message;
   SecretStore secrets(**s, SecretKey::generate());

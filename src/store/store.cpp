@@ -343,6 +343,20 @@ CREATE TABLE secrets (
   updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 )sql",
+    // 3: task definitions with revisions (web:1, web:2, ...), immutable once written.
+    R"sql(
+CREATE TABLE task_definitions (
+  service TEXT NOT NULL,
+  revision INTEGER NOT NULL,
+  digest TEXT NOT NULL,
+  definition_json TEXT NOT NULL,
+  commit_sha TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (service, revision)
+);
+CREATE TRIGGER task_definitions_immutable BEFORE UPDATE ON task_definitions
+BEGIN SELECT RAISE(ABORT, 'task definitions are immutable'); END;
+)sql",
 };
 constexpr int kMigrationCount = static_cast<int>(std::size(kMigrations));
 static_assert(kMigrationCount == kSchemaVersion, "kSchemaVersion must match the migration list");

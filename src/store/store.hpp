@@ -35,7 +35,7 @@
 namespace cutover::store {
 
 // The schema version this binary writes. A database with a higher version is refused.
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 // ---- Status enums: stored as their lowercase spelling
 // --------------------------------------------
@@ -188,6 +188,16 @@ struct SecretRow {
   int64_t updated_at = 0;    // stamped on every put
 };
 
+// One immutable revision of a service's task definition (ECS: "web:7").
+struct TaskDefinition {
+  std::string service{};
+  int64_t revision = 0;         // 1, 2, 3, ... per service
+  std::string digest{};         // "sha256:<hex>" of definition_json
+  std::string definition_json;  // canonical JSON written by the runtime
+  std::string commit_sha{};     // the commit whose cutover.yaml first had it
+  int64_t created_at = 0;       // stamped on insert
+};
+
 struct LiveState {
   std::string release_id{};
   std::string color{};
@@ -284,9 +294,23 @@ class Store {
   // Tasks to re-adopt after a controller restart.
   core::Result<TaskRecord> insert_task(TaskRecord t);
   core::Result<void> update_task_status(const std::string& task_id, TaskStatus status);
+  // The task was restarted by the runtime: same id and port, a new process.
+  core::Result<void> update_task_process(const std::string& task_id, int64_t pid,
+                                         int64_t start_time);
   core::Result<std::optional<TaskRecord>> get_task(const std::string& task_id);
   core::Result<std::vector<TaskRecord>> list_running_tasks(
       const std::optional<std::string>& service = std::nullopt);
+
+  // Task definitions. register_task_definition returns the service's newest revision when its
+  // digest equals that of definition_json, else writes revision newest + 1: every change makes a
+  // new revision (changing back to an older definition too, as ECS does).
+  core::Result<TaskDefinition> register_task_definition(const std::string& service,
+                                                        const std::string& definition_json,
+                                                        const std::string& commit_sha);
+  core::Result<std::vector<TaskDefinition>> list_task_definitions(const std::string& service,
+                                                                  int limit);  // newest first
+  core::Result<std::optional<TaskDefinition>> get_task_definition(const std::string& service,
+                                                                  int64_t revision);
 
   // Which release (and color) serves a service's production traffic.
   core::Result<std::optional<LiveState>> live(const std::string& service);

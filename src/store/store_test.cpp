@@ -524,6 +524,11 @@ TEST_F(StoreTest, TasksLiveAndMeta) {
   EXPECT_EQ((*web)[0].pid, 4242);
   EXPECT_EQ((*web)[0].start_time, 123456789);
   EXPECT_EQ((*web)[0].port, 30001);
+  ASSERT_TRUE(s->update_task_process(t1->task_id, 5151, 987654321).ok());  // restarted
+  EXPECT_FALSE(s->update_task_process("task-nope", 1, 1).ok());
+  EXPECT_EQ(s->get_task(t1->task_id).value()->pid, 5151);
+  EXPECT_EQ(s->get_task(t1->task_id).value()->start_time, 987654321);
+  EXPECT_EQ(s->get_task(t1->task_id).value()->port, 30001);
   ASSERT_TRUE(s->update_task_status(t1->task_id, TaskStatus::Stopped).ok());
   EXPECT_FALSE(s->update_task_status("task-nope", TaskStatus::Stopped).ok());
   EXPECT_TRUE(s->list_running_tasks("web")->empty());
@@ -591,6 +596,49 @@ TEST_F(StoreTest, TwoStoresOnOneFile) {
   EXPECT_EQ(b->get_meta("k").value(), "from a");
   ASSERT_TRUE(b->set_meta("k", "from b").ok());
   EXPECT_EQ(a->get_meta("k").value(), "from b");
+}
+
+TEST_F(StoreTest, TaskDefinitionRevisions) {
+  auto s = open();
+  ASSERT_TRUE(s);
+  const std::string a = R"({"count":1})";
+  const std::string b = R"({"count":2})";
+  auto r1 = s->register_task_definition("web", a, "c1");
+  ASSERT_TRUE(r1.ok()) << r1.error().message;
+  EXPECT_EQ(r1->revision, 1);
+  EXPECT_THAT(r1->digest, ::testing::StartsWith("sha256:"));
+  EXPECT_EQ(r1->digest.size(), 7u + 64u);
+  // The same definition again: the same revision, nothing written.
+  auto again = s->register_task_definition("web", a, "c2");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->revision, 1);
+  EXPECT_EQ(again->commit_sha, "c1");
+  auto r2 = s->register_task_definition("web", b, "c3");
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->revision, 2);
+  EXPECT_NE(r2->digest, r1->digest);
+  // Back to the first definition: a change too, so a new revision.
+  auto r3 = s->register_task_definition("web", a, "c4");
+  ASSERT_TRUE(r3.ok());
+  EXPECT_EQ(r3->revision, 3);
+  EXPECT_EQ(r3->digest, r1->digest);
+  // Revisions count per service.
+  auto other = s->register_task_definition("api", b, "c3");
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->revision, 1);
+
+  auto list = s->list_task_definitions("web", 0);
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 3u);
+  EXPECT_EQ((*list)[0].revision, 3);
+  EXPECT_EQ((*list)[2].revision, 1);
+  EXPECT_EQ(s->list_task_definitions("web", 1)->size(), 1u);
+  auto got = s->get_task_definition("web", 2);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->definition_json, b);
+  EXPECT_EQ((*got)->commit_sha, "c3");
+  EXPECT_FALSE(s->get_task_definition("web", 9).value().has_value());
+  EXPECT_TRUE(s->list_task_definitions("nope", 0)->empty());
 }
 
 }  // namespace

@@ -143,6 +143,211 @@ TEST_F(WalkingSkeleton, CommitsDeployBadConfigIsRejectedRestartKeepsServing) {
   ASSERT_TRUE(wait_for([&] { return serves("v3"); }, kDeployTimeout)) << serve_log();
 }
 
+// Processes of this state directory's tasks, found the hard way (not through cutover): every
+// process whose environment has TASK_ID=task-... and whose working directory is under state.
+std::map<int, std::string> task_processes(const fs::path& state) {
+  std::map<int, std::string> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::error_code ec;
+    const fs::path cwd = fs::read_symlink(e.path() / "cwd", ec);
+    if (ec || cwd.string().rfind(state.string(), 0) != 0) continue;
+    const std::string env = read_text(e.path() / "environ");
+    size_t at = env.find(std::string("TASK_ID=task-"));
+    if (at == std::string::npos || (at != 0 && env[at - 1] != '\0')) continue;
+    std::string stat = read_text(e.path() / "stat");
+    // A zombie is not a running task.
+    if (auto paren = stat.rfind(')');
+        paren != std::string::npos && stat.size() > paren + 2 && stat[paren + 2] == 'Z') {
+      continue;
+    }
+    out[std::stoi(name)] = env.substr(at + 8, env.find('\0', at) - at - 8);
+  }
+  return out;
+}
+
+// The runtime issue end to end: task definition revisions, a crashed task restarted under the same
+// id, a controller SIGKILL after which the same processes are re-adopted (nothing started twice,
+// nothing orphaned) with their supervision re-attached: a hung task fails its liveness check and
+// is replaced by the restarted controller. Task logs through `cutover logs SERVICE --task`.
+TEST_F(WalkingSkeleton, TaskDefinitionsSupervisionAndReadoption) {
+  start_serve();
+  ASSERT_TRUE(wait_for([&] { return serves("v1"); }, kDeployTimeout)) << serve_log();
+  json defs = cli_json({"task-defs", "hello"});
+  ASSERT_EQ(defs["revisions"].size(), 1u) << defs.dump(2);
+  EXPECT_EQ(defs["revisions"][0]["name"], "hello:1");
+
+  // v2 changes the task (a faster liveness check): a new revision, deployed.
+  commit("hello v2: faster liveness",
+         "sed -i 's|health: { http: /health, interval: 2s }|health: { http: /health, interval: "
+         "1s, timeout: 1s, retries: 2, start_period: 10s }|' cutover.yaml && echo v2 > VERSION");
+  ASSERT_TRUE(wait_for([&] { return serves("v2"); }, kDeployTimeout)) << serve_log();
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json s = status();
+        return s.is_object() && s["services"][0]["tasks"].size() == 2 &&
+               s["services"][0]["deployment"]["status"] == "succeeded";
+      },
+      60s))
+      << status().dump(2);
+  defs = cli_json({"task-defs", "hello"});
+  ASSERT_EQ(defs["revisions"].size(), 2u) << defs.dump(2);
+  EXPECT_EQ(defs["revisions"][0]["name"], "hello:2");
+  json diff = cli_json({"task-defs", "hello", "--diff", "1", "hello:2"});
+  ASSERT_TRUE(diff.is_object());
+  std::vector<std::string> changes = diff["changes"];
+  EXPECT_EQ(changes, (std::vector<std::string>{"containers[app].health.interval_ms: 2000 -> 1000",
+                                               "containers[app].health.retries: 3 -> 2",
+                                               "containers[app].health.start_period_ms: 0 -> 10000",
+                                               "containers[app].health.timeout_ms: 5000 -> 1000"}))
+      << diff.dump(2);
+  auto text_diff =
+      run({CUTOVER_BIN, "task-defs", "hello", "--diff", "1", "2", "--state-dir", state_.string()});
+  EXPECT_EQ(text_diff.exit_code, 0) << text_diff.err;
+  EXPECT_NE(text_diff.out.find("--- hello:1\n+++ hello:2\n"), std::string::npos) << text_diff.out;
+
+  json st = status();
+  std::map<std::string, int> pid_of;  // task id -> pid
+  for (const auto& t : st["services"][0]["tasks"]) {
+    pid_of[t["id"]] = t["pid"];
+    EXPECT_EQ(t["liveness"], "healthy") << st.dump(2);
+  }
+  ASSERT_EQ(pid_of.size(), 2u);
+  const std::string crash_id = pid_of.begin()->first;
+  const std::string hang_id = std::next(pid_of.begin())->first;
+
+  // Task logs: what the task printed.
+  auto tlog =
+      run({CUTOVER_BIN, "logs", "hello", "--task", crash_id, "--state-dir", state_.string()});
+  EXPECT_EQ(tlog.exit_code, 0) << tlog.err;
+  EXPECT_NE(tlog.out.find("hello v2 listening on 127.0.0.1:"), std::string::npos) << tlog.out;
+  {
+    // -f keeps printing what the task prints after it started following.
+    Child follow(
+        {CUTOVER_BIN, "logs", "hello", "--task", crash_id, "-f", "--state-dir", state_.string()},
+        dir_.path() / "follow.log");
+    ASSERT_TRUE(wait_for(
+        [&] {
+          return read_text(dir_.path() / "follow.log").find("listening") != std::string::npos;
+        },
+        30s));
+    EXPECT_TRUE(wait_for(
+        [&] {
+          (void)http_get(port_, "/version?followed");  // reaches one of the two tasks
+          return read_text(dir_.path() / "follow.log").find("GET /version?followed") !=
+                 std::string::npos;
+        },
+        30s))
+        << read_text(dir_.path() / "follow.log");
+  }
+
+  // A task that crashes is restarted under the same id (and port), with a new pid in the store.
+  ASSERT_EQ(::kill(pid_of[crash_id], SIGKILL), 0);
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json s = status();
+        if (!s.is_object()) return false;
+        for (const auto& t : s["services"][0]["tasks"]) {
+          if (t["id"] == crash_id && t["pid"] != pid_of[crash_id] && t["restarts"] == 1) {
+            pid_of[crash_id] = t["pid"];
+            return true;
+          }
+        }
+        return false;
+      },
+      60s))
+      << status().dump(2) << serve_log();
+  EXPECT_NE(serve_log().find("task " + crash_id), std::string::npos);
+  ASSERT_TRUE(wait_for([&] { return serves("v2"); }, 30s));
+
+  // The controller is SIGKILLed and started again: the same processes, each once, re-adopted.
+  // python3 may be a wrapper script (pyenv) that forks before it execs: wait until both tasks are
+  // python itself, with the pids the store has.
+  auto settled = [&] {
+    auto procs = task_processes(state_);
+    if (procs.size() != 2) return false;
+    for (const auto& [pid, id] : procs) {
+      std::error_code ec;
+      auto exe = fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec).filename().string();
+      if (ec || exe.rfind("python", 0) != 0 || pid_of[id] != pid) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(wait_for(settled, 30s));
+  std::map<int, std::string> before = task_processes(state_);
+  auto show = [](const std::map<int, std::string>& m) {
+    std::string out;
+    for (const auto& [pid, id] : m) {
+      out += std::to_string(pid) + "=" + id + " " +
+             read_text("/proc/" + std::to_string(pid) + "/cmdline") + "\n";
+    }
+    return out;
+  };
+  ASSERT_EQ(before.size(), 2u) << show(before) << status().dump(2);
+  EXPECT_EQ(before[pid_of[crash_id]], crash_id);
+  EXPECT_EQ(before[pid_of[hang_id]], hang_id);
+  serve_->kill(SIGKILL);
+  ASSERT_TRUE(serve_->wait(10s).has_value());
+  // While it is down, a process appears that claims to be a task of this state directory but
+  // that no stored task accounts for: the restarted controller reports it and leaves it alone.
+  // (setsid forks the new session leader and waits for it.)
+  Child stray({"setsid", "-w", "/usr/bin/env", "CUTOVER_TASK_DIR=" + (state_ / "tasks").string(),
+               "TASK_ID=task-stray", "/bin/sleep", "1000"},
+              dir_.path() / "stray.log");
+  start_serve();
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json s = status();
+        return s.is_object() && !s["services"].empty() && s["services"][0]["tasks"].size() == 2 &&
+               s["services"][0]["tasks"][0]["liveness"] != "unsupervised";
+      },
+      60s))
+      << serve_log();
+  st = status();
+  for (const auto& t : st["services"][0]["tasks"]) {
+    EXPECT_EQ(t["pid"], pid_of[t["id"]]) << "re-adopted, not restarted: " << st.dump(2);
+  }
+  EXPECT_EQ(task_processes(state_), before) << "nothing started twice, nothing orphaned";
+  EXPECT_NE(serve_log().find("re-adopted 2 running task(s)"), std::string::npos) << serve_log();
+  ASSERT_EQ(st["unaccounted_tasks"].size(), 1u) << st.dump(2);
+  EXPECT_EQ(st["unaccounted_tasks"][0]["task_id"], "task-stray");
+  const int stray_pid = st["unaccounted_tasks"][0].value("pid", 0);
+  ASSERT_GT(stray_pid, 1);
+  EXPECT_NE(read_text("/proc/" + std::to_string(stray_pid) + "/environ").find("task-stray"),
+            std::string::npos);
+  EXPECT_TRUE(stray.alive()) << "an unaccounted task is reported, not killed";
+  ::kill(stray_pid, SIGKILL);
+
+  // Liveness is re-attached: a task that hangs (SIGSTOP) fails its checks and is replaced by the
+  // restarted controller, though it is not its child.
+  ASSERT_EQ(::kill(pid_of[hang_id], SIGSTOP), 0);
+  const int hung_pid = pid_of[hang_id];
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json s = status();
+        if (!s.is_object()) return false;
+        for (const auto& t : s["services"][0]["tasks"]) {
+          if (t["id"] == hang_id && t["pid"] != hung_pid) return true;
+        }
+        return false;
+      },
+      60s))
+      << status().dump(2) << serve_log();
+  EXPECT_NE(serve_log().find("is unhealthy: liveness"), std::string::npos) << serve_log();
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json s = status();
+        if (!s.is_object()) return false;
+        for (const auto& t : s["services"][0]["tasks"]) pid_of[t["id"]] = t["pid"];
+        return settled();
+      },
+      30s))
+      << status().dump(2);
+  EXPECT_EQ(task_processes(state_).count(hung_pid), 0u) << "the hung process must be gone";
+  ASSERT_TRUE(wait_for([&] { return serves("v2"); }, 30s));
+}
+
 // The proxy's features configured in cutover.yaml reach the real proxy through the controller:
 // a TLS listener (certificate made here by openssl) with its HTTP -> HTTPS redirect, a plain test
 // listener, and the target group settings in the snapshot the proxy persisted.
