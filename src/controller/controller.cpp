@@ -61,6 +61,9 @@ core::Result<std::unique_ptr<Controller>> Controller::create(Options options, co
   impl->supervisor = std::make_unique<runtime::Supervisor>(
       *impl->driver, clock, runtime::SupervisorOptions{},
       [impl = impl.get()](const runtime::TaskEvent& e) { impl->on_task_event(e); });
+  impl->podman_supervisor = std::make_unique<runtime::Supervisor>(
+      *impl->podman, clock, runtime::SupervisorOptions{},
+      [impl = impl.get()](const runtime::TaskEvent& e) { impl->on_task_event(e); });
   impl->proxy_admin = std::make_unique<proxy::AdminClient>(impl->admin_socket());
   return std::unique_ptr<Controller>(new Controller(std::move(impl)));
 }
@@ -68,6 +71,7 @@ core::Result<std::unique_ptr<Controller>> Controller::create(Options options, co
 core::Result<void> Controller::start() {
   if (auto r = impl_->recover(); !r) return r;
   impl_->supervisor->start();
+  impl_->podman_supervisor->start();
   impl_->loop_thread = std::thread([impl = impl_.get()] { impl->run_loop(); });
   return {};
 }
@@ -81,6 +85,7 @@ void Controller::stop() {
   impl_->cv.notify_all();
   if (impl_->loop_thread.joinable()) impl_->loop_thread.join();
   impl_->supervisor->shutdown();
+  impl_->podman_supervisor->shutdown();
 }
 
 void Controller::request_poll() {
@@ -156,13 +161,6 @@ void Controller::Impl::on_task_event(const runtime::TaskEvent& e) {
 void Controller::Impl::tick() {
   // A task the supervisor gave up on (crash loop) leaves the routes.
   bool routes_changed = routes_dirty.exchange(false);
-  // Containers are not supervised yet: one that ended is recorded and leaves the routes.
-  for (const auto& exit : podman->reap()) {
-    core::logger()->warn("runtime: task {} exited unexpectedly: {}", exit.task_id,
-                         exit.status ? exit.status->to_string() : "status unknown");
-    (void)store->update_task_status(exit.task_id, store::TaskStatus::Failed);
-    routes_changed = true;
-  }
   // The proxy outlives us, but if it died, start it again: it reloads its persisted snapshot.
   if (!proxy_admin->health()) {
     core::logger()->error("proxy: not answering on {}; restarting it", admin_socket().string());
@@ -328,7 +326,7 @@ core::Result<json> Controller::status(const std::string& service_filter) const {
               {"health", h == health.end() ? "unregistered" : h->second},
               {"liveness", "unsupervised"},
               {"restarts", 0}};
-      if (auto sup = impl.supervisor->state(t.task_id)) {
+      if (auto sup = impl.supervisor_of(t.task_id).state(t.task_id)) {
         tj["liveness"] = std::string(runtime::to_string(sup->liveness));
         tj["restarts"] = sup->restarts;
         if (!sup->last_exit.empty()) tj["last_exit"] = sup->last_exit;

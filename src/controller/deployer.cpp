@@ -191,17 +191,17 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
       return recorded.error();
     }
   }
-  // The supervisor drives the process driver; podman tasks are not supervised yet.
-  if (&runner == driver.get()) {
-    for (const auto& t : *tasks) supervisor->supervise(t, spec);
-  }
+  runtime::Supervisor& sup = &runner == driver.get() ? *supervisor : *podman_supervisor;
+  for (const auto& t : *tasks) sup.supervise(t, spec);
   return tasks;
 }
 
+runtime::Supervisor& Controller::Impl::supervisor_of(const std::string& task_id) {
+  return &driver_of(task_id) == driver.get() ? *supervisor : *podman_supervisor;
+}
+
 core::Result<void> Controller::Impl::stop_task(const runtime::Task& task) {
-  runtime::Driver& d = driver_of(task.task_id);
-  if (&d == driver.get()) return supervisor->stop(task);
-  return d.stop(task);
+  return supervisor_of(task.task_id).stop(task);
 }
 
 core::Result<void> Controller::Impl::stop_tasks(const config::Service& service,

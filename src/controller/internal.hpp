@@ -41,6 +41,9 @@ struct Controller::Impl {
   // persisted from its thread (on_task_event), so a restarted task's new pid is in the store
   // before anything else happens to it.
   std::unique_ptr<runtime::Supervisor> supervisor;
+  std::unique_ptr<runtime::Supervisor> podman_supervisor;  // the same, for containers
+  // The supervisor of the driver that runs task_id.
+  runtime::Supervisor& supervisor_of(const std::string& task_id);
   std::atomic<bool> routes_dirty{false};  // a task failed: the loop republishes the routes
   // Task processes of this state directory that no stored task accounts for, found at recovery:
   // reported (log, audit, status), never killed. Guarded by unaccounted_mu.

@@ -27,8 +27,6 @@ std::vector<std::string> known_services(store::Store& st) {
 }  // namespace
 
 void Controller::Impl::supervise_adopted(const store::TaskRecord& t) {
-  // The supervisor drives the process driver; podman tasks are not supervised yet.
-  if (&driver_of(t.task_id) != driver.get()) return;
   // Restarts and liveness need what the task runs: the config of its release.
   auto why_not = [&]() -> std::string {
     auto rel = store->get_release(t.release_id);
@@ -44,7 +42,7 @@ void Controller::Impl::supervise_adopted(const store::TaskRecord& t) {
     task.revision = (**rel).commit_sha;
     task.stop_signal = spec->stop_signal;
     task.stop_timeout = spec->stop_timeout;
-    supervisor->supervise(task, *spec, /*adopted=*/true);
+    supervisor_of(t.task_id).supervise(task, *spec, /*adopted=*/true);
     return "";
   }();
   if (!why_not.empty()) {

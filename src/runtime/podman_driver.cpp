@@ -115,9 +115,31 @@ core::Result<Task> PodmanDriver::start(const TaskSpec& spec) {
   task.log_path = spec.log_dir / (task.task_id + ".log");
   task.stop_signal = spec.stop_signal;
   task.stop_timeout = spec.stop_timeout;
+  return launch(std::move(task), spec, /*new_task=*/true, what);
+}
+
+core::Result<Task> PodmanDriver::restart(const Task& old, const TaskSpec& spec) {
+  const std::string what = "cannot restart " + describe(old);
+  if (alive(old)) return core::Error(what + ": it is still running");
+  // The old container's output has ended: its copier drains and exits; then the container goes.
+  finish_log_copier(old.task_id);
+  std::string output;
+  if (auto r = podman({"rm", "-f", container_name(old.task_id)}, &output, options_.command_timeout);
+      !r.ok() && !no_such_container(output)) {
+    return r.error().wrap(what);
+  }
+  Task task = old;
+  task.pid = 0;
+  task.start_time = 0;
+  return launch(std::move(task), spec, /*new_task=*/false, what);
+}
+
+core::Result<Task> PodmanDriver::launch(Task task, const TaskSpec& spec, bool new_task,
+                                        const std::string& what) {
   const std::string name = container_name(task.task_id);
+  // A new task gives its port back on failure; a restarted one keeps it until stop().
   const auto fail = [&](const core::Error& e) {
-    ports_.release(task.port);
+    if (new_task) ports_.release(task.port);
     return e.wrap(what);
   };
 
@@ -213,7 +235,7 @@ core::Result<Task> PodmanDriver::start(const TaskSpec& spec) {
     if (r.ok()) break;
     const bool port_taken = output.find("address already in use") != std::string::npos ||
                             output.find("cannot listen on the TCP port") != std::string::npos;
-    if (!port_taken || attempt == kPortAttempts) {
+    if (!port_taken || !new_task || attempt == kPortAttempts) {
       cleanup();
       return fail(r.error());
     }
@@ -292,11 +314,6 @@ core::Result<void> PodmanDriver::stop(const Task& task) {
     tasks_.erase(it);
   }
   return {};
-}
-
-core::Result<Task> PodmanDriver::restart(const Task& old, const TaskSpec& spec) {
-  return core::Error("the podman driver does not restart containers yet (" + describe(old) + ")",
-                     core::ErrorKind::Unavailable);
 }
 
 core::Result<void> PodmanDriver::kill(const Task& task) {

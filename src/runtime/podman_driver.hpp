@@ -73,8 +73,7 @@ class PodmanDriver final : public Driver {
   bool alive(const Task& task) const override;
   core::Result<void> adopt(const Task& task) override;
   std::vector<TaskExit> reap() override;
-  // Not supported yet: podman tasks are not under the runtime's supervisor (no restarts), so
-  // nothing calls it; it answers Unavailable instead of pretending.
+  // A new container under the same task id, name, host port and log file (the old one removed).
   core::Result<Task> restart(const Task& old, const TaskSpec& spec) override;
   // `podman stop -t stop_timeout`, keeping the container, its port and its identity.
   core::Result<void> kill(const Task& task) override;
@@ -88,6 +87,10 @@ class PodmanDriver final : public Driver {
   static std::string container_name(const std::string& task_id);
 
  private:
+  // Runs the container of task (FIFO, log copier, `podman run`, pid). new_task: a start (the port
+  // may move when it is taken, and is released on failure), else a restart (same port, kept).
+  core::Result<Task> launch(Task task, const TaskSpec& spec, bool new_task,
+                            const std::string& what);
   struct Entry {
     Task task;
     bool stopping = false;

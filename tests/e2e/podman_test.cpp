@@ -289,6 +289,33 @@ services:
   ps = run({"podman", "ps", "--filter", "label=cutover.service=ctr", "--format", "{{.Names}}"});
   EXPECT_EQ(std::count(ps.out.begin(), ps.out.end(), '\n'), 2) << ps.out;
   EXPECT_EQ(http_get(port, "/").status, 200);
+
+  // A container that dies is restarted by the runtime under the same task id and host port.
+  auto killed = run({"podman", "kill", "cutover-" + before[0]});
+  ASSERT_EQ(killed.exit_code, 0) << killed.err;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json st = status();
+        if (!st.is_object() || st["services"].empty()) return false;
+        for (const auto& t : st["services"][0]["tasks"]) {
+          if (t["id"] == before[0] && t.value("restarts", 0) >= 1 &&
+              t.value("liveness", "") != "failed") {
+            return true;
+          }
+        }
+        return false;
+      },
+      60s))
+      << status().dump(2) << read_text(dir_.path() / "serve.log");
+  EXPECT_EQ(task_ids(), before);
+  ASSERT_TRUE(wait_for(
+      [&] {
+        auto r = run({"podman", "ps", "--filter", "name=cutover-" + before[0], "--format",
+                      "{{.Names}}"});
+        return r.out.find("cutover-" + before[0]) != std::string::npos;
+      },
+      30s));
+  EXPECT_EQ(http_get(port, "/").status, 200);
   controller.reset();
 }
 
