@@ -34,7 +34,7 @@ json state_json(const deploy::Deployment& d, const core::Clock& clock) {
               {"weight", d.weight},
               {"step", d.step},
               {"steps", d.schedule.size()},
-              {"alarms", std::string(deploy::to_string(d.alarms))},
+              {"alarms", d.has_alarms ? std::string(deploy::to_string(d.alarms)) : "none"},
               {"reason", d.reason}};
 }
 
