@@ -1,9 +1,11 @@
 #include "runtime/log_copier.hpp"
 
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -174,6 +176,39 @@ int run_log_copier(const std::filesystem::path& log_file, int in_fd, LogFormat f
   if (writable && !write_all(out, rest)) writable = false;
   if (out >= 0) ::close(out);
   return writable ? 0 : 1;
+}
+
+void LogCopiers::add(pid_t pid, const std::string& task_id) {
+  std::lock_guard lock(mu_);
+  pids_[pid] = task_id;
+}
+
+void LogCopiers::finish(const std::string& task_id) {
+  pid_t pid = 0;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [p, id] : pids_) {
+      if (id == task_id) pid = p;
+    }
+  }
+  if (pid == 0) return;
+  if (core::wait_for_exit(pid, std::chrono::milliseconds(5000)).ok()) {
+    std::lock_guard lock(mu_);
+    pids_.erase(pid);
+  }
+}
+
+void LogCopiers::reap() {
+  std::lock_guard lock(mu_);
+  for (auto it = pids_.begin(); it != pids_.end();) {
+    int status = 0;
+    const pid_t r = ::waitpid(it->first, &status, WNOHANG);
+    if (r == it->first || (r < 0 && errno == ECHILD)) {
+      it = pids_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 }  // namespace cutover::runtime

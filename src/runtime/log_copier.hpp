@@ -17,6 +17,7 @@
 
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,5 +53,20 @@ core::Result<pid_t> spawn_log_copier(const std::vector<std::string>& copier,
 // a bad environment.
 int run_log_copier(const std::filesystem::path& log_file, int in_fd,
                    LogFormat format = LogFormat::Raw);
+
+// The log copiers a driver started and has not reaped yet (they are its children). Thread-safe.
+class LogCopiers {
+ public:
+  void add(pid_t pid, const std::string& task_id);
+  // Waits up to 5 s for the copier of task_id to end (its task's output has closed) and reaps it,
+  // so that the task's log is complete when this returns.
+  void finish(const std::string& task_id);
+  // Reaps the copiers that have ended, without waiting.
+  void reap();
+
+ private:
+  std::mutex mu_;
+  std::map<pid_t, std::string> pids_;  // -> task_id
+};
 
 }  // namespace cutover::runtime

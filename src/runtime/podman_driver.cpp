@@ -25,7 +25,6 @@ using nlohmann::json;
 using std::chrono::milliseconds;
 
 // After a container stopped, how long its log copier may take to write what is left and exit.
-constexpr milliseconds kCopierDrainWait{5000};
 constexpr size_t kMaxCommandOutput = 64 * 1024;
 // How many host ports a start tries when podman finds the allocated one taken.
 constexpr int kPortAttempts = 3;
@@ -122,7 +121,7 @@ core::Result<Task> PodmanDriver::restart(const Task& old, const TaskSpec& spec) 
   const std::string what = "cannot restart " + describe(old);
   if (alive(old)) return core::Error(what + ": it is still running");
   // The old container's output has ended: its copier drains and exits; then the container goes.
-  finish_log_copier(old.task_id);
+  copiers_.finish(old.task_id);
   std::string output;
   if (auto r = podman({"rm", "-f", container_name(old.task_id)}, &output, options_.command_timeout);
       !r.ok() && !no_such_container(output)) {
@@ -166,15 +165,12 @@ core::Result<Task> PodmanDriver::launch(Task task, const TaskSpec& spec, bool ne
     ::unlink(fifo.c_str());
     return fail(copier.error());
   }
-  {
-    std::lock_guard lock(mu_);
-    copiers_[*copier] = task.task_id;
-  }
+  copiers_.add(*copier, task.task_id);
   const auto cleanup = [&] {
     write_end = core::UniqueFd();
     std::string ignored;
     (void)podman({"rm", "-f", name}, &ignored, options_.command_timeout);
-    finish_log_copier(task.task_id);
+    copiers_.finish(task.task_id);
     ::unlink(fifo.c_str());
   };
 
@@ -271,21 +267,6 @@ core::Result<Task> PodmanDriver::launch(Task task, const TaskSpec& spec, bool ne
   return task;
 }
 
-void PodmanDriver::finish_log_copier(const std::string& task_id) {
-  pid_t pid = 0;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& [p, id] : copiers_) {
-      if (id == task_id) pid = p;
-    }
-  }
-  if (pid == 0) return;
-  if (core::wait_for_exit(pid, kCopierDrainWait).ok()) {
-    std::lock_guard lock(mu_);
-    copiers_.erase(pid);
-  }
-}
-
 core::Result<void> PodmanDriver::stop(const Task& task) {
   {
     std::lock_guard lock(mu_);
@@ -306,7 +287,7 @@ core::Result<void> PodmanDriver::stop(const Task& task) {
     if (auto it = tasks_.find(task.task_id); it != tasks_.end()) it->second.stopping = false;
     return result.error().wrap("cannot stop " + describe(task));
   }
-  finish_log_copier(task.task_id);  // so the log is complete when stop returns
+  copiers_.finish(task.task_id);  // so the log is complete when stop returns
   ::unlink(fifo_path(task).c_str());
   std::lock_guard lock(mu_);
   if (auto it = tasks_.find(task.task_id); it != tasks_.end()) {
@@ -399,15 +380,7 @@ std::vector<TaskExit> PodmanDriver::reap() {
         ended.push_back(entry.task);
       }
     }
-    for (auto it = copiers_.begin(); it != copiers_.end();) {
-      int status = 0;
-      pid_t r = ::waitpid(it->first, &status, WNOHANG);
-      if (r == it->first || (r < 0 && errno == ECHILD)) {
-        it = copiers_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    copiers_.reap();
   }
   for (const Task& t : ended) {
     std::optional<core::ExitStatus> status;

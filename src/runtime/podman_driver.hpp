@@ -103,14 +103,12 @@ class PodmanDriver final : public Driver {
   // The same for a complete command line and environment.
   core::Result<void> podman_with_env(core::SpawnSpec spec, std::string* out,
                                      std::chrono::milliseconds timeout) const;
-  // Reaps the log copier of task_id once it has drained (bounded wait), else leaves it to reap().
-  void finish_log_copier(const std::string& task_id);
 
   PortAllocator& ports_;
   const PodmanDriverOptions options_;
   mutable std::mutex mu_;
-  std::map<std::string, Entry> tasks_;    // by task_id
-  std::map<pid_t, std::string> copiers_;  // log copiers not reaped yet -> their task_id
+  std::map<std::string, Entry> tasks_;  // by task_id
+  LogCopiers copiers_;                  // log copiers not reaped yet
 };
 
 }  // namespace cutover::runtime

@@ -27,7 +27,6 @@ using std::chrono::milliseconds;
 // After SIGKILL, how long the kernel may take to tear a group down before we report failure.
 constexpr milliseconds kKillWait{5000};
 // After a task stopped, how long its log copier may take to write what is left and exit.
-constexpr milliseconds kCopierDrainWait{5000};
 
 bool port_bindable(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -183,24 +182,8 @@ core::Result<pid_t> ProcessDriver::start_log_copier(const TaskSpec& spec, const 
   copier.new_session = true;  // a Ctrl-C at the controller's terminal must not reach it
   auto pid = core::spawn(copier);
   if (!pid.ok()) return pid.error().wrap("cannot start the log copier");
-  std::lock_guard lock(mu_);
-  copiers_[*pid] = task.task_id;
+  copiers_.add(*pid, task.task_id);
   return *pid;
-}
-
-void ProcessDriver::finish_log_copier(const std::string& task_id) {
-  pid_t pid = 0;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& [p, id] : copiers_) {
-      if (id == task_id) pid = p;
-    }
-  }
-  if (pid == 0) return;
-  if (core::wait_for_exit(pid, kCopierDrainWait).ok()) {
-    std::lock_guard lock(mu_);
-    copiers_.erase(pid);
-  }
 }
 
 namespace {
@@ -261,7 +244,7 @@ core::Result<void> ProcessDriver::spawn_task(const TaskSpec& spec, Task& task) {
   // The task holds the only write end now: the copier ends when the task's output does.
   pipe_write = core::UniqueFd();
   if (!pid.ok()) {
-    if (copier != 0) finish_log_copier(task.task_id);
+    if (copier != 0) copiers_.finish(task.task_id);
     return pid.error();
   }
   task.pid = *pid;
@@ -269,7 +252,7 @@ core::Result<void> ProcessDriver::spawn_task(const TaskSpec& spec, Task& task) {
   auto start_time = core::process_start_time(task.pid);
   if (!start_time.ok()) {
     (void)core::terminate_tree(task.pid, SIGKILL, milliseconds{0});
-    if (copier != 0) finish_log_copier(task.task_id);
+    if (copier != 0) copiers_.finish(task.task_id);
     return start_time.error();
   }
   task.start_time = *start_time;
@@ -429,7 +412,7 @@ core::Result<void> ProcessDriver::stop(const Task& given) {
     result = stop_foreign(task);
   }
 
-  if (result.ok()) finish_log_copier(task.task_id);  // so the log is complete when stop returns
+  if (result.ok()) copiers_.finish(task.task_id);  // so the log is complete when stop returns
   if (known) {
     std::lock_guard lock(mu_);
     auto it = tasks_.find(task.task_id);
@@ -495,15 +478,7 @@ std::vector<TaskExit> ProcessDriver::reap() {
     }
   }
   // Log copiers end after their task's output closes; reap them as they do.
-  for (auto it = copiers_.begin(); it != copiers_.end();) {
-    int status = 0;
-    pid_t r = ::waitpid(it->first, &status, WNOHANG);
-    if (r == it->first || (r < 0 && errno == ECHILD)) {
-      it = copiers_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  copiers_.reap();
   return exits;
 }
 

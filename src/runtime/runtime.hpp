@@ -38,6 +38,7 @@
 #include "config/config.hpp"
 #include "core/process.hpp"
 #include "core/result.hpp"
+#include "runtime/log_copier.hpp"
 
 namespace cutover::runtime {
 
@@ -195,14 +196,12 @@ class ProcessDriver final : public Driver {
   // Starts the log copier reading read_fd; its pid (our child, in its own session).
   core::Result<pid_t> start_log_copier(const TaskSpec& spec, const Task& task, int read_fd);
   // Reaps the copier of task_id once it has drained the task's output (bounded wait); one that
-  // does not end in time (something the task started still holds the pipe) is left to reap().
-  void finish_log_copier(const std::string& task_id);
 
   PortAllocator& ports_;
   const ProcessDriverOptions options_;
   mutable std::mutex mu_;
-  std::map<std::string, Entry> tasks_;    // by task_id
-  std::map<pid_t, std::string> copiers_;  // log copiers not reaped yet -> their task_id
+  std::map<std::string, Entry> tasks_;  // by task_id
+  LogCopiers copiers_;                  // log copiers not reaped yet
 };
 
 // A task process found on the host by find_task_processes().

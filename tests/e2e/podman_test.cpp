@@ -310,8 +310,8 @@ services:
   EXPECT_EQ(task_ids(), before);
   ASSERT_TRUE(wait_for(
       [&] {
-        auto r = run({"podman", "ps", "--filter", "name=cutover-" + before[0], "--format",
-                      "{{.Names}}"});
+        auto r = run(
+            {"podman", "ps", "--filter", "name=cutover-" + before[0], "--format", "{{.Names}}"});
         return r.out.find("cutover-" + before[0]) != std::string::npos;
       },
       30s));
