@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
+#include "serve_fixture.hpp"
 
 namespace cutover::e2e {
 namespace {
@@ -18,21 +19,16 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-constexpr auto kDeployTimeout = 180s;
 const std::string kBuildToken = "bt-" + std::string("Zq8Xw2Lm9Kp4");
 const std::string kDbPassword = "db-" + std::string("Hv7Rt3Ns6Wy1");
 
-class Secrets : public ::testing::Test {
+class Secrets : public ServeTest {
  protected:
+  Secrets() : ServeTest("cutover-e2e-secrets") {}
+
   void SetUp() override {
-    app_ = dir_.path() / "app";
-    state_ = dir_.path() / "state";
-    port_ = free_port();
-    fs::copy(fs::path(CUTOVER_SOURCE_DIR) / "examples" / "hello", app_,
-             fs::copy_options::recursive);
+    ServeTest::SetUp();  // examples/hello on a free port, committed; serve not started yet
     std::string yaml = read_text(app_ / "cutover.yaml");
-    yaml = std::regex_replace(yaml, std::regex("127\\.0\\.0\\.1:8000"),
-                              "127.0.0.1:" + std::to_string(port_));
     // The build stage and the task print their secrets.
     yaml = std::regex_replace(yaml,
                               std::regex("        - echo \"built \\$\\{COMMIT_SHORT\\} on "
@@ -49,26 +45,7 @@ class Secrets : public ::testing::Test {
     ASSERT_NE(yaml.find("hello/db-password"), std::string::npos) << yaml;
     auto valid = run({CUTOVER_BIN, "validate", (app_ / "cutover.yaml").string()});
     ASSERT_EQ(valid.exit_code, 0) << valid.err << yaml;
-    sh(app_, "git init -q -b main && git add -A && git commit -q -m 'hello v1'");
-  }
-
-  void TearDown() override {
-    auto st = cli_json({"status"});
-    serve_.reset();
-    if (st.is_object()) {
-      for (const auto& s : st["services"]) {
-        for (const auto& t : s["tasks"]) ::kill(-t["pid"].get<int>(), SIGKILL);
-      }
-    }
-    (void)run({"/bin/sh", "-c",
-               "pkill -KILL -f -- '--admin-socket " + (state_ / "proxy").string() + "'"});
-  }
-
-  void start_serve() {
-    serve_ = std::make_unique<Child>(
-        std::vector<std::string>{CUTOVER_BIN, "serve", "--repo", app_.string(), "--state-dir",
-                                 state_.string(), "--api", "127.0.0.1:0", "--poll", "250ms"},
-        dir_.path() / "serve.log");
+    sh(app_, "git commit -q -am 'hello v1 with secrets'");
   }
 
   CommandResult cli(const std::vector<std::string>& args) {
@@ -76,13 +53,6 @@ class Secrets : public ::testing::Test {
     argv.insert(argv.end(), args.begin(), args.end());
     argv.insert(argv.end(), {"--state-dir", state_.string()});
     return run(argv);
-  }
-  json cli_json(const std::vector<std::string>& args) {
-    std::vector<std::string> with_output = args;
-    with_output.insert(with_output.end(), {"-o", "json"});
-    auto r = cli(with_output);
-    if (r.exit_code != 0) return json();
-    return json::parse(r.out, nullptr, false);
   }
   // `printf %s VALUE | cutover secrets set NAME`
   CommandResult set_secret(const std::string& name, const std::string& value) {
@@ -97,14 +67,6 @@ class Secrets : public ::testing::Test {
     if (!ex.is_object() || ex["executions"].empty()) return json();
     return ex["executions"][0];
   }
-
-  std::string serve_log() { return read_text(dir_.path() / "serve.log"); }
-
-  TempDir dir_{"cutover-e2e-secrets"};
-  fs::path app_;
-  fs::path state_;
-  int port_ = 0;
-  std::unique_ptr<Child> serve_;
 };
 
 TEST_F(Secrets, InjectedIntoStagesAndTasksAndNeverWrittenInClear) {
