@@ -654,21 +654,23 @@ core::Result<alarm::Evaluation> Controller::Impl::evaluate_alarms(const config::
 }
 
 void Controller::Impl::run_redeploys() {
-  std::map<std::string, std::string> requests;
+  std::map<std::string, Redeploy> requests;
   {
     std::lock_guard lock(mu);
     requests.swap(redeploy_requests);
   }
-  for (const auto& [name, release_id] : requests) {
+  for (const auto& [name, request] : requests) {
     auto log = core::logger();
+    const std::string& release_id = request.release_id;
+    const std::string& why = request.why;
     auto rel = store->get_release(release_id);
     if (!rel || !rel->has_value()) {
-      log->error("rollback of {}: release {} is gone", name, release_id);
+      log->error("{} of {}: release {} is gone", why, name, release_id);
       continue;
     }
     auto cfg = config_at((**rel).commit_sha);
     if (!cfg) {
-      log->error("rollback of {}: {}", name, cfg.error().message);
+      log->error("{} of {}: {}", why, name, cfg.error().message);
       continue;
     }
     const config::Service* svc = nullptr;
@@ -676,12 +678,13 @@ void Controller::Impl::run_redeploys() {
       if (s.name == name) svc = &s;
     }
     if (!svc) {
-      log->error("rollback of {}: release {} has no service {}", name, release_id, name);
+      log->error("{} of {}: release {} has no service {}", why, name, release_id, name);
       continue;
     }
-    log->warn("rollback of {}: redeploying release {} ({}) all at once", name, release_id,
-              (**rel).commit_sha.substr(0, 7));
-    deploy_release(*svc, **rel, /*fast_path=*/true);
+    log->warn("{} of {}: redeploying release {} ({}){}", why, name, release_id,
+              (**rel).commit_sha.substr(0, 7),
+              request.fast_path ? " all at once" : " with its traffic schedule");
+    deploy_release(*svc, **rel, request.fast_path);
   }
 }
 

@@ -59,8 +59,14 @@ struct Controller::Impl {
   bool poll_requested = false;  // guarded by mu
   // Operator events for the deployment in progress, by service (guarded by mu).
   std::map<std::string, std::vector<deploy::Event>> operator_events;
-  // Rollbacks after the deployment ended: service -> release to redeploy (guarded by mu).
-  std::map<std::string, std::string> redeploy_requests;
+  // Redeploys asked for by an operator when no deployment is in progress (guarded by mu):
+  // rollback (the previous release, all at once) and retry (the failed release, on its schedule).
+  struct Redeploy {
+    std::string release_id;
+    bool fast_path = false;
+    std::string why;  // "rollback" | "retry", for the log
+  };
+  std::map<std::string, Redeploy> redeploy_requests;
   std::atomic<bool> cancel_execution{false};
 
   Impl(Options o, core::Clock& c) : opts(std::move(o)), clock(c) {}
