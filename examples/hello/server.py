@@ -9,6 +9,8 @@ The version comes from the VERSION file next to this script; cutover sets PORT, 
 Two knobs, set as env in cutover.yaml, let the end-to-end tests ship a bad release:
   FAIL_PERCENT=N  -> every request to / is answered 500 with probability N% (a broken version)
   UNHEALTHY=1     -> /health answers 503 (a version that never passes its health checks)
+  UNHEALTHY_AFTER=S -> /health answers 503 once the process has run S seconds (a version that
+                     breaks after it went live)
 """
 import http.server
 import os
@@ -16,6 +18,7 @@ import random
 import signal
 import socketserver
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "VERSION")) as f:
@@ -24,6 +27,8 @@ REVISION = os.environ.get("REVISION", "unknown")[:7]
 COLOR = os.environ.get("COLOR", "-")
 FAIL_PERCENT = float(os.environ.get("FAIL_PERCENT", "0"))
 UNHEALTHY = os.environ.get("UNHEALTHY", "") not in ("", "0")
+UNHEALTHY_AFTER = float(os.environ.get("UNHEALTHY_AFTER", "0"))
+STARTED = time.monotonic()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -32,7 +37,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         status = 200
         if self.path == "/health":
-            status, body = (503, b"unhealthy\n") if UNHEALTHY else (200, b"ok\n")
+            broken = UNHEALTHY or (
+                UNHEALTHY_AFTER > 0 and time.monotonic() - STARTED >= UNHEALTHY_AFTER)
+            status, body = (503, b"unhealthy\n") if broken else (200, b"ok\n")
         elif self.path == "/version":
             body = (VERSION + "\n").encode()
         elif FAIL_PERCENT > 0 and random.uniform(0, 100) < FAIL_PERCENT:

@@ -326,6 +326,7 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
   core::TimePoint next_alarm_check{};
   int64_t alarm_second = 0;  // the newest datapoint the alarms were evaluated on
   core::TimePoint next_head_check{};
+  core::TimePoint next_health_check{};
   std::optional<core::TimePoint> timer;
   std::vector<std::string> green_ids;
   const deploy::Color green_color = d.green;
@@ -362,6 +363,23 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
           if (all) {
             result(deploy::EventKind::TargetsHealthy, green_color);
             watching.reset();
+          }
+        }
+      }
+      // Green had its health and lost it on every target (a version that breaks under traffic):
+      // decide rolls back while green is live. One target down is the proxy's business: it routes
+      // around it and the runtime restarts it.
+      if (!watching && d.green_healthy && !green_ids.empty() && now >= next_health_check) {
+        next_health_check = now + std::chrono::milliseconds(500);
+        if (auto states = target_states(); states) {
+          bool all_down = true;
+          for (const auto& id : green_ids) {
+            auto it = states->find(id);
+            if (it == states->end() || it->second != "unhealthy") all_down = false;
+          }
+          if (all_down) {
+            result(deploy::EventKind::TargetsUnhealthy, green_color,
+                   "every green target failed its health checks");
           }
         }
       }

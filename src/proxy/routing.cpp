@@ -244,6 +244,21 @@ Pick Router::pick(const RouteTable& table, size_t listener, std::string_view coo
   p.group = weighted_choice(table, listener);
   if (p.group < 0) return p;
   p.target = pick_in_group(table, p.group, exclude);
+  if (!p.target) {
+    // The chosen group has no target that may take traffic (a version that broke under traffic,
+    // until the controller rolls it back): another group this listener routes to serves the
+    // request rather than a 503, and a sticky client joins that group's cohort. The 503 names the
+    // chosen group only when no routed group has a target.
+    const int chosen = p.group;
+    for (size_t g = 0; g < table.groups.size() && g < l.weights.size(); ++g) {
+      if (static_cast<int>(g) == chosen || l.weights[g] <= 0) continue;
+      if (const auto* t = pick_in_group(table, static_cast<int>(g), exclude)) {
+        p.group = static_cast<int>(g);
+        p.target = t;
+        break;
+      }
+    }
+  }
   if (sticky && p.target) {
     p.set_cookie = l.set_cookie[static_cast<size_t>(p.group)];
     p.set_cookie_line = l.set_cookie_line[static_cast<size_t>(p.group)];

@@ -10,9 +10,13 @@
 // gives 1000/9000). The state survives a new table as long as the listener routes the same set of
 // groups (a weight change or an added target does not restart the cycle, which at 0.01% would
 // starve the small group); it restarts from zero otherwise.
-// If the chosen group has no target that may take traffic the request gets no target (503), as
-// Envoy's weighted clusters do: a split is the controller's decision, and the deployment's health
-// checks and alarms act on an empty group, not the proxy.
+// If the chosen group has no target that may take traffic (every target unhealthy: a version that
+// broke), the request goes to another group the listener routes to that has one (a sticky client
+// joins that group's cohort); only when no routed group has a target is the answer 503 (naming the
+// chosen group).
+// Envoy's weighted clusters answer 503 there instead; cutover's promise is that a cutover fails
+// no request, and the controller still sees the empty group (the targets' health) and rolls the
+// deployment back within a second, restoring the split.
 //
 // Target choice (per group, GroupEntry::algorithm): round robin in target order, or least
 // outstanding requests (TargetHealth::in_flight, counted over all workers; ties go in round-robin

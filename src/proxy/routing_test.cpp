@@ -246,18 +246,30 @@ TEST_F(RoutingTest, RoundRobinSkipsTargetsThatAreNotHealthy) {
   EXPECT_EQ(pick().target->id, "t3");
 }
 
-TEST_F(RoutingTest, AnEmptyChosenGroupDoesNotSpillOver) {
-  apply(snapshot(1, {{"blue", {"b1"}, 5000}, {"green", {"g1"}, 5000}}));
+TEST_F(RoutingTest, AnEmptyChosenGroupSpillsOverToAnotherRoutedGroup) {
+  apply(snapshot(1, {{"blue", {"b1"}, 5000}, {"green", {"g1"}, 5000}, {"idle", {"i1"}, 0}}));
   health("g1").state.store(HealthState::Unhealthy);
-  int unavailable = 0;
+  std::map<std::string, int> served;
   for (int i = 0; i < 100; ++i) {
     auto p = pick();
-    if (!p.target) {
-      ++unavailable;
-      EXPECT_EQ(group_of(p), "green");
-    }
+    ASSERT_NE(p.target, nullptr) << "pick " << i;
+    served[group_of(p)]++;
   }
-  EXPECT_EQ(unavailable, 50) << "the split stays the controller's decision";
+  EXPECT_EQ(served["blue"], 100) << "green's share goes to blue, never to an unrouted group";
+  // Green is healthy again: the split is back, exactly.
+  health("g1").state.store(HealthState::Healthy);
+  served.clear();
+  for (int i = 0; i < 100; ++i) served[group_of(pick())]++;
+  EXPECT_EQ(served["blue"], 50);
+  EXPECT_EQ(served["green"], 50);
+  // No routed group has a target: 503, naming the group the split chose.
+  health("g1").state.store(HealthState::Unhealthy);
+  health("b1").state.store(HealthState::Unhealthy);
+  for (int i = 0; i < 10; ++i) {
+    auto p = pick();
+    EXPECT_EQ(p.target, nullptr);
+    EXPECT_TRUE(group_of(p) == "blue" || group_of(p) == "green") << group_of(p);
+  }
 }
 
 TEST_F(RoutingTest, ExcludeSkipsTheFailedTarget) {
@@ -408,22 +420,15 @@ TEST_F(RoutingTest, StickyPinLastsForOneDeployment) {
     EXPECT_EQ(group_of(pick(green_pin)), "green");
     EXPECT_EQ(group_of(pick(blue_pin)), "blue");
   }
-  // Green's targets fail: its pinned clients go where the weighted choice sends them and get
-  // that cohort's cookie.
+  // Green's targets fail: its pinned clients move to blue (also when the weighted choice said
+  // green: the request spills over) and join blue's cohort.
   health("g1").state.store(HealthState::Unhealthy);
-  int moved = 0;
   for (int i = 0; i < 10; ++i) {
     auto p = pick(green_pin);
-    if (!p.target) {  // the weighted choice said green: 503, and no cookie
-      EXPECT_EQ(group_of(p), "green");
-      EXPECT_TRUE(p.set_cookie.empty());
-      continue;
-    }
-    ++moved;
+    ASSERT_NE(p.target, nullptr);
     ASSERT_EQ(group_of(p), "blue");
     EXPECT_EQ(p.set_cookie.substr(0, kCookie.size() + 6), kCookie + "=blue.");
   }
-  EXPECT_EQ(moved, 5);
   health("g1").state.store(HealthState::Healthy);
 
   // Deployment 1 finishes: blue's weight drops to 0. Blue's pins are dropped; with one routed group

@@ -211,6 +211,23 @@ TEST_F(Deployment, AGreenThatNeverGetsHealthyIsStoppedWithZeroFailedRequests) {
   EXPECT_GT(load.count("v1"), 0);
 }
 
+// Green passes its health checks, takes traffic, then fails them on every target: the controller
+// sees the proxy mark green unhealthy and rolls back while users keep getting answers.
+TEST_F(Deployment, AGreenThatLosesItsHealthAfterGoingLiveIsRolledBack) {
+  configure("{ type: linear, percent: 10, interval: 5m }");
+  deploy_v1();
+  configure("{ type: linear, percent: 10, interval: 5m }", "", "{ UNHEALTHY_AFTER: \"6\" }");
+  Load load(port_);
+  commit_v2();
+  EXPECT_EQ(wait_v2_ended(kDeployTimeout), "rolled_back") << v2_reason() << serve_log();
+  EXPECT_NE(v2_reason().find("green targets failed their health checks"), std::string::npos)
+      << v2_reason();
+  load.stop();
+  EXPECT_EQ(load.failures(), 0) << load.first_failure();
+  EXPECT_GT(load.count("v2"), 0) << "green never took traffic before it broke";
+  EXPECT_TRUE(serves("v1"));
+}
+
 TEST_F(Deployment, AFailingTestTrafficHookRollsBackBeforeUsersReachGreen) {
   const std::string hook =
       "      hooks:\n"
