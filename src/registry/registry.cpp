@@ -651,6 +651,7 @@ Result<uint64_t> Registry::remove(const std::string& digest, int64_t not_put_sin
   const uint64_t bytes = bytes_under(dir);
   // Out of sha256/ first by one rename, so that no reader ever sees a half-removed tree.
   const fs::path doomed = root_ / "tmp" / ("gc-" + *hex);
+  remove_tree(doomed);  // the leftover of an earlier removal that failed half-way
   if (::rename(dir.c_str(), doomed.c_str()) != 0) return sys_error("cannot remove", dir);
   remove_tree(doomed);
   std::error_code ec;
