@@ -16,6 +16,9 @@ using nlohmann::json;
 
 namespace {
 
+// How soon the alarms look again when the proxy has not closed the new second's datapoint yet.
+constexpr auto kDatapointRecheck = std::chrono::milliseconds(20);
+
 // The deployment's state as stored and shown by `cutover status`; the deadline of the current
 // wait as wall-clock time (Unix ms), so that the time left can be shown.
 json state_json(const deploy::Deployment& d, const core::Clock& clock) {
@@ -324,6 +327,7 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
   bool watching_alarms = false;
   std::optional<alarm::Verdict> last_verdict;
   core::TimePoint next_alarm_check{};
+  int64_t alarm_second = 0;  // the newest datapoint the alarms were evaluated on
   core::TimePoint next_head_check{};
   std::optional<core::TimePoint> timer;
   std::vector<std::string> green_ids;
@@ -364,9 +368,23 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
           }
         }
       }
+      // The proxy closes the datapoint of second S as S+1 begins. The alarms are evaluated right
+      // after that, once per new datapoint (not on a free-running 1 s timer, which would add up
+      // to a second between a breach and the rollback).
       if (watching_alarms && now >= next_alarm_check) {
-        next_alarm_check = now + std::chrono::seconds(1);
-        if (auto ev = evaluate_alarms(service, green, blue); ev) {
+        int64_t second = 0;
+        auto ev = evaluate_alarms(service, green, blue, &second);
+        if (!ev) {
+          next_alarm_check = now + std::chrono::seconds(1);
+          log->warn("deploy: {}: alarms not evaluated: {}", d.id, ev.error().message);
+        } else if (second <= alarm_second) {
+          next_alarm_check = now + kDatapointRecheck;  // not closed yet: look again shortly
+        } else {
+          alarm_second = second;
+          const auto into_second = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       clock.wall().time_since_epoch()) %
+                                   std::chrono::seconds(1);
+          next_alarm_check = now + (std::chrono::seconds(1) - into_second) + kDatapointRecheck;
           if (ev->verdict != last_verdict || ev->verdict == alarm::Verdict::Alarm) {
             last_verdict = ev->verdict;
             deploy::Event e{.kind = deploy::EventKind::AlarmVerdict, .detail = ev->summary};
@@ -375,8 +393,6 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
                                                              : deploy::AlarmState::InsufficientData;
             events.push_back(std::move(e));
           }
-        } else {
-          log->warn("deploy: {}: alarms not evaluated: {}", d.id, ev.error().message);
         }
       }
       // Blue is kept warm for termination_wait, but a newer commit does not wait that long: the
@@ -396,7 +412,9 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
         timer.reset();
       }
       if (events.empty()) {
-        wait_until(clock.now() + std::chrono::milliseconds(100));
+        auto wake = clock.now() + std::chrono::milliseconds(100);
+        if (watching_alarms) wake = std::min(wake, next_alarm_check);
+        wait_until(wake);
         continue;
       }
     }
@@ -610,10 +628,12 @@ core::Result<void> Controller::Impl::run_hook(const config::Service& service,
 
 core::Result<alarm::Evaluation> Controller::Impl::evaluate_alarms(const config::Service& service,
                                                                   const std::string& green,
-                                                                  const std::string& blue) {
+                                                                  const std::string& blue,
+                                                                  int64_t* last_second) {
   auto series = proxy_admin->stats_series();
   if (!series) return series.error();
   if (!series->last) return core::Error("the proxy has no datapoints yet");
+  if (last_second != nullptr) *last_second = *series->last;
   const int64_t now = *series->last + 1;  // every datapoint up to `last` is final
   const auto* g = series->find_group(group_name(service.name, green));
   const auto* b = series->find_group(group_name(service.name, blue));

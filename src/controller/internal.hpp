@@ -167,9 +167,10 @@ struct Controller::Impl {
   core::Result<void> run_hook(const config::Service& service, const store::Release& release,
                               const deploy::Deployment& d, deploy::Hook hook);
   // Evaluates the service's alarms on the proxy's datapoints of the green and blue groups.
+  // *last_second is set to the newest final datapoint's second (unix time) the verdict is on.
   core::Result<alarm::Evaluation> evaluate_alarms(const config::Service& service,
-                                                  const std::string& green,
-                                                  const std::string& blue);
+                                                  const std::string& green, const std::string& blue,
+                                                  int64_t* last_second = nullptr);
 };
 
 // "hello-blue"
