@@ -135,7 +135,10 @@ TEST_F(Registry, TamperedArtifactOrProvenanceIsRefusedAtDeploy) {
   const std::string v2 = head_sha();
   json d = wait_deployment_end(v2, 2);
   ASSERT_EQ(d["status"], "succeeded") << d;
-  ASSERT_TRUE(serves("v2"));
+  {
+    auto r = http_get(port_, "/");
+    ASSERT_TRUE(serves("v2")) << r.status << " " << r.body << r.error << "\n" << serve_log();
+  }
 
   // The public key is exported, as a file and through the API.
   json key = cli_json({"registry", "key"});
