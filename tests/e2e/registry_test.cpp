@@ -244,6 +244,11 @@ TEST_F(Registry, GcKeepsLiveAndRollbackTargetAndTagsNeverMove) {
   for (int i : {10, 11, 12}) EXPECT_EQ(retention_of_commit[short_of(i)], "kept") << i;
   for (int i : {1, 4, 5, 6, 7, 8, 9}) EXPECT_EQ(retention_of_commit[short_of(i)], "removable") << i;
 
+  auto text = cli({"registry", "ls", "hello"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("rollback-target"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("hello:" + short_of(3)), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("12 artifact(s)"), std::string::npos) << text.out;
   auto dry = cli({"registry", "gc", "--dry-run"});
   ASSERT_EQ(dry.exit_code, 0) << dry.err;
   EXPECT_NE(dry.out.find("would remove 7 artifact(s)"), std::string::npos) << dry.out;
