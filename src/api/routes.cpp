@@ -113,6 +113,21 @@ Response route(controller::Controller& c, const Request& r) {
     if (!name.empty() && r.method == "DELETE") return from(c.remove_secret(name));
     return error_response(405, "secrets: use GET /v1/secrets, PUT or DELETE /v1/secrets/NAME");
   }
+  if (s.size() == 2 && s[1] == "registry" && get) {
+    auto it = r.query.find("service");
+    return from(c.registry_list(it == r.query.end() ? "" : it->second));
+  }
+  if (s.size() == 3 && s[1] == "registry" && s[2] == "key" && get) return from(c.registry_key());
+  if (s.size() == 3 && s[1] == "registry" && s[2] == "gc" && r.method == "POST") {
+    auto body = nlohmann::json::parse(r.body.empty() ? "{}" : r.body, nullptr, false);
+    if (!body.is_object()) return error_response(400, "the body must be a JSON object");
+    const bool dry_run =
+        body.contains("dry_run") && body["dry_run"].is_boolean() && body["dry_run"].get<bool>();
+    const std::string who = body.contains("user") && body["user"].is_string()
+                                ? body["user"].get<std::string>().substr(0, 64)
+                                : "";
+    return from(c.registry_gc(dry_run, who));
+  }
   if (s.size() == 2 && s[1] == "poll" && r.method == "POST") {
     c.request_poll();
     return Response{202, "{\"status\":\"polling\"}\n"};

@@ -152,6 +152,7 @@ int cmd_serve(const ServeOptions& o) {
   opts.branch = o.branch;
   opts.state_dir = fs::absolute(o.state_dir.empty() ? default_state_dir() : o.state_dir);
   opts.poll_interval = *poll;
+  opts.registry_keep = o.registry_keep;
   opts.self_exe = self_exe();
   if (auto d = core::ensure_dir(opts.state_dir, 0700); !d) {
     std::cerr << "cutover serve: " << d.error().message << "\n";
@@ -648,6 +649,80 @@ int cmd_secrets_rm(const ClientOptions& c, const std::string& name) {
 int cmd_task_log(const std::string& log_file, bool k8s_file) {
   return runtime::run_log_copier(log_file, 0,
                                  k8s_file ? runtime::LogFormat::K8sFile : runtime::LogFormat::Raw);
+}
+
+}  // namespace cutover::cli
+
+namespace cutover::cli {
+
+namespace {
+
+std::string short_digest(const std::string& digest) {
+  return digest.size() > 19 ? digest.substr(0, 19) : digest;  // "sha256:" + 12 hex
+}
+
+std::string joined_tags(const json& a) {
+  std::string out;
+  for (const auto& t : a["tags"]) out += (out.empty() ? "" : ",") + t.get<std::string>();
+  return out.empty() ? "-" : out;
+}
+
+}  // namespace
+
+int cmd_registry_ls(const ClientOptions& c, const std::string& service) {
+  auto j = get_json(c, "/v1/registry" + (service.empty() ? "" : "?service=" + service));
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("{:<20} {:<16} {:>10} {:<21} {}\n", "DIGEST", "RETENTION", "SIZE",
+                           "CREATED", "TAGS");
+  for (const auto& a : (*j)["artifacts"]) {
+    std::cout << fmt::format("{:<20} {:<16} {:>10} {:<21} {}\n", short_digest(str(a, "digest")),
+                             str(a, "retention"), str(a, "size"), str(a, "created"),
+                             joined_tags(a));
+  }
+  std::cout << fmt::format(
+      "{} artifact(s); gc keeps the last {} release(s) of each service, "
+      "live and rollback targets\n",
+      (*j)["artifacts"].size(), str(*j, "keep"));
+  return 0;
+}
+
+int cmd_registry_gc(const ClientOptions& c, bool dry_run) {
+  const char* user = std::getenv("USER");
+  const json body{{"user", std::string("cli:") + (user ? user : "unknown")}, {"dry_run", dry_run}};
+  auto j = call_json(c, "POST", "/v1/registry/gc", body.dump());
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  for (const auto& a : (*j)["removed"]) {
+    std::cout << fmt::format("{} {} ({}, {})\n", dry_run ? "would remove" : "removed",
+                             str(a, "digest"), str(a, "size"), joined_tags(a));
+  }
+  for (const auto& e : (*j)["errors"]) {
+    std::cerr << fmt::format("not removed {}: {}\n", str(e, "digest"), str(e, "error"));
+  }
+  std::cout << fmt::format("{} {} artifact(s), {} {}; {} kept\n",
+                           dry_run ? "would remove" : "removed", (*j)["removed"].size(),
+                           str(*j, "freed"), dry_run ? "would be freed" : "freed",
+                           (*j)["kept"].size());
+  return (*j)["errors"].empty() ? 0 : 1;
+}
+
+int cmd_registry_key(const ClientOptions& c) {
+  auto j = get_json(c, "/v1/registry/key");
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("ed25519 key {} ({})\n{}", str(*j, "key_id"), str(*j, "file"),
+                           str(*j, "public_key_pem"));
+  return 0;
 }
 
 }  // namespace cutover::cli

@@ -18,6 +18,7 @@ struct ServeOptions {
   std::string state_dir;
   std::string api = "127.0.0.1:7070";
   std::string poll = "2s";
+  int registry_keep = 10;
   std::string log_level = "info";
 };
 
@@ -61,6 +62,11 @@ int cmd_operate(const ClientOptions& c, const std::string& action, const std::st
 int cmd_secrets_set(const ClientOptions& c, const std::string& name, bool keep_newline);
 int cmd_secrets_list(const ClientOptions& c);
 int cmd_secrets_rm(const ClientOptions& c, const std::string& name);
+// `registry ls [SERVICE]`, `registry gc [--dry-run]` (exit 1 if an artifact could not be removed),
+// `registry key` (the public provenance key).
+int cmd_registry_ls(const ClientOptions& c, const std::string& service);
+int cmd_registry_gc(const ClientOptions& c, bool dry_run);
+int cmd_registry_key(const ClientOptions& c);
 // Internal: the log copier between a task and its log file (runtime/log_copier.hpp); stdin is the
 // task's output (conmon's k8s-file records when k8s_file, for podman tasks).
 int cmd_task_log(const std::string& log_file, bool k8s_file);

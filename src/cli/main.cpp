@@ -32,6 +32,11 @@ int main(int argc, char** argv) {
       ->envname("CUTOVER_STATE_DIR");
   s->add_option("--api", serve.api, "Address of the JSON API (loopback)")->capture_default_str();
   s->add_option("--poll", serve.poll, "Poll interval (250ms, 2s, 1m)")->capture_default_str();
+  s->add_option("--registry-keep", serve.registry_keep,
+                "registry gc keeps the last N releases of each service (plus live and rollback "
+                "targets)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   s->add_option("--log-level", serve.log_level, "debug | info | warn | error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
       ->capture_default_str();
@@ -140,6 +145,23 @@ int main(int argc, char** argv) {
   sec_rm->add_option("name", secret_name, "Secret name")->required();
   add_client(sec_rm);
 
+  bool gc_dry_run = false;
+  auto* reg = app.add_subcommand(
+      "registry", "The artifact registry: ls, gc (lifecycle) and key (provenance public key)");
+  reg->require_subcommand(1);
+  auto* reg_ls = reg->add_subcommand("ls", "Artifacts with tags, size, time and retention");
+  reg_ls->add_option("service", service, "Only the artifacts of this service");
+  reg_ls->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
+  add_client(reg_ls);
+  auto* reg_gc = reg->add_subcommand(
+      "gc", "Remove artifacts that are not live, a rollback target or among the last N releases");
+  reg_gc->add_flag("--dry-run", gc_dry_run, "Only print what would be removed");
+  reg_gc->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
+  add_client(reg_gc);
+  auto* reg_key = reg->add_subcommand("key", "The public key that verifies provenance statements");
+  reg_key->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
+  add_client(reg_key);
+
   std::string task_log_file;
   auto* tl = app.add_subcommand("task-log", "");  // internal: the log copier of a task (no help)
   tl->add_option("--log", task_log_file, "Log file to append to")->required();
@@ -176,6 +198,9 @@ int main(int argc, char** argv) {
   if (sec_set->parsed()) return cmd_secrets_set(client, secret_name, keep_newline);
   if (sec_list->parsed()) return cmd_secrets_list(client);
   if (sec_rm->parsed()) return cmd_secrets_rm(client, secret_name);
+  if (reg_ls->parsed()) return cmd_registry_ls(client, service);
+  if (reg_gc->parsed()) return cmd_registry_gc(client, gc_dry_run);
+  if (reg_key->parsed()) return cmd_registry_key(client);
   if (l->parsed()) return cmd_logs(client, execution, task_id, follow);
   if (td->parsed()) {
     return cmd_task_defs(client, service, diff.empty() ? "" : diff[0],

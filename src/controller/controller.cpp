@@ -49,6 +49,9 @@ core::Result<std::unique_ptr<Controller>> Controller::create(Options options, co
   auto reg = registry::Registry::open(dir / "registry");
   if (!reg) return reg.error().wrap("cannot open the artifact registry");
   impl->registry = std::move(*reg);
+  auto signing = registry::SigningKey::load_or_create(dir);
+  if (!signing) return signing.error().wrap("cannot load the provenance key");
+  impl->provenance_key = std::make_unique<registry::SigningKey>(std::move(*signing));
   auto src = source::GitSource::open(impl->opts.repo, impl->opts.branch, dir / "source");
   if (!src) return src.error().wrap("cannot open repository " + impl->opts.repo);
   impl->source = std::move(*src);

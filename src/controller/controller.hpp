@@ -33,6 +33,7 @@ struct Options {
   std::filesystem::path state_dir;
   core::Duration poll_interval{std::chrono::seconds{2}};
   std::filesystem::path self_exe;  // the cutover binary, to start `cutover proxy`
+  int registry_keep = 10;          // gc keeps the last N releases of each service (+ live etc.)
 };
 
 class Controller {
@@ -81,6 +82,15 @@ class Controller {
   core::Result<nlohmann::json> set_secret(const std::string& name, std::string_view value);
   core::Result<nlohmann::json> list_secrets() const;
   core::Result<nlohmann::json> remove_secret(const std::string& name);
+
+  // The artifact registry (controller/artifacts.cpp). registry_list: every artifact (or those of
+  // one service) with its tags, size, time and retention (live, rollback-target, in-progress,
+  // kept, recent, removable). registry_gc removes the removable ones (dry_run: only says which),
+  // audited with `who`; it runs serially with the start of task sets. registry_key: the public
+  // half of the installation's provenance key. Any thread.
+  core::Result<nlohmann::json> registry_list(const std::string& service);
+  core::Result<nlohmann::json> registry_gc(bool dry_run, const std::string& who);
+  core::Result<nlohmann::json> registry_key() const;
 
   struct Impl;
 

@@ -167,6 +167,9 @@ core::Result<runtime::TaskSpec> Controller::Impl::task_spec(const config::Servic
 
 core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
     const config::Service& service, const store::Release& release, deploy::Color color) {
+  // No task starts from an artifact whose tree or provenance does not verify; gc waits meanwhile.
+  std::lock_guard registry_lock(registry_mu);
+  if (auto verified = verify_artifact(release); !verified) return verified.error();
   auto made = task_spec(service, release, std::string(deploy::to_string(color)));
   if (!made) return made.error();
   const runtime::TaskSpec& spec = *made;
@@ -605,6 +608,11 @@ core::Result<void> Controller::Impl::run_hook(const config::Service& service,
                                               const store::Release& release,
                                               const deploy::Deployment& d, deploy::Hook hook) {
   const auto& commands = hook_commands(service.deployment.hooks, hook);
+  {
+    // Hooks run in the artifact directory: nothing runs there before it verifies.
+    std::lock_guard registry_lock(registry_mu);
+    if (auto verified = verify_artifact(release); !verified) return verified.error();
+  }
   core::SpawnSpec spec;
   spec.env = core::minimal_environment();
   spec.env["SERVICE"] = service.name;

@@ -55,6 +55,7 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
     return;
   }
   const std::string id = inserted->id;
+  const int64_t started_unix_ms = core::to_unix_ms(clock.wall());
   LogSink sink(*store, id);
   const auto fail = [&](const std::string& message) {
     sink.add("pipeline", store::LogStream::System, message);
@@ -158,6 +159,17 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
   sink.flush();
   if (!result) return fail(result.error().message);
   if (!result->succeeded) return fail(result->message);
+  // Every artifact this execution put gets its signed provenance statement before any use.
+  for (const auto& sr : result->stages) {
+    if (!sr.outcome.artifact) continue;
+    if (auto r =
+            attest_artifact(sr.outcome.artifact->digest, id, commit.sha, sr.name, started_unix_ms);
+        !r) {
+      return fail(r.error().message);
+    }
+    sink.add(sr.name, store::LogStream::System,
+             "provenance of " + sr.outcome.artifact->digest + " signed");
+  }
 
   // One release per service, from the artifact of the stage it names.
   std::vector<std::pair<const config::Service*, store::Release>> releases;

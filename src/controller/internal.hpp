@@ -27,6 +27,8 @@
 
 namespace cutover::controller {
 
+inline constexpr const char* kCutoverVersion = "0.1.0";
+
 struct Controller::Impl {
   Options opts;
   core::Clock& clock;
@@ -34,6 +36,8 @@ struct Controller::Impl {
   std::unique_ptr<store::SecretStore> secrets;
   std::unique_ptr<source::GitSource> source;
   std::unique_ptr<registry::Registry> registry;
+  std::unique_ptr<registry::SigningKey> provenance_key;  // signs and verifies provenance
+  std::mutex registry_mu;  // gc vs. the start of task sets (controller/artifacts.cpp)
   runtime::PortAllocator ports;
   std::unique_ptr<runtime::ProcessDriver> driver;
   std::unique_ptr<runtime::PodmanDriver> podman;  // services with `driver: podman`
@@ -126,6 +130,24 @@ struct Controller::Impl {
   runtime::Driver& driver_for(const config::Service& service);
   runtime::Driver& driver_of(const std::string& task_id);
   core::Result<void> record_driver(const std::string& task_id, const config::Service& service);
+
+  // ---- registry (artifacts.cpp) ---------------------------------------------------------------
+  // Signs the provenance statement of an artifact an execution's stage put.
+  core::Result<void> attest_artifact(const std::string& digest, const std::string& execution_id,
+                                     const std::string& commit_sha, const std::string& stage,
+                                     int64_t started_unix_ms);
+  // The release's artifact is intact and its execution's provenance statement verifies with the
+  // installation's key; else an error naming the release, the artifact and the reason.
+  core::Result<void> verify_artifact(const store::Release& release);
+  struct RegistryPlan {
+    int64_t planned_at_ms = 0;
+    std::vector<registry::ArtifactEntry> artifacts;
+    std::map<std::string, registry::Retention> retention;
+    std::map<std::string, std::vector<store::Release>> release_of;  // by digest
+  };
+  // Callers hold registry_mu.
+  core::Result<RegistryPlan> plan_registry();
+  core::Result<nlohmann::json> run_registry_gc(bool dry_run, const std::string& who);
 
   // ---- deployments (deployer.cpp) ---------------------------------------------------------------
   // fast_path: all at once whatever the traffic schedule (a rollback redeploying the previous

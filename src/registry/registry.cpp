@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -467,9 +468,15 @@ Result<Artifact> Registry::put_directory(const fs::path& src,
   const Manifest& m = collector.manifest();
   std::string digest = digest_of(m);
   fs::path final_dir = root_ / "sha256" / digest.substr(kDigestPrefix.size());
-  if (fs::exists(final_dir, ec)) {  // identical content is stored once
-    remove_tree(staging);
-    return artifact_of(final_dir, digest, m);
+  {
+    // Identical content is stored once. Its put time is refreshed (under the lock remove takes),
+    // so that a gc planned before this put does not remove what this build now uses.
+    std::lock_guard lock(put_remove_mu_);
+    if (fs::exists(final_dir, ec)) {
+      remove_tree(staging);
+      ::utimensat(AT_FDCWD, final_dir.c_str(), nullptr, 0);
+      return artifact_of(final_dir, digest, m);
+    }
   }
   std::string json =
       to_json(m, digest).dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -481,6 +488,7 @@ Result<Artifact> Registry::put_directory(const fs::path& src,
     remove_tree(staging);
     return r.error();
   }
+  std::lock_guard lock(put_remove_mu_);
   if (::rename(staging.c_str(), final_dir.c_str()) != 0) {
     int err = errno;
     remove_tree(staging);
@@ -570,6 +578,90 @@ Result<void> Registry::tag(const std::string& repo, const std::string& tag,
                "; tags are immutable, refusing to move it to " + digest);
 }
 
+namespace {
+
+uint64_t bytes_under(const fs::path& p) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(p, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      total += static_cast<uint64_t>(st.st_size);
+    }
+  }
+  return total;
+}
+
+int64_t mtime_ms(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000;
+}
+
+}  // namespace
+
+Result<std::vector<ArtifactEntry>> Registry::list() {
+  std::map<std::string, ArtifactEntry> by_digest;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root_ / "sha256", ec)) {
+    const std::string digest = std::string(kDigestPrefix) + e.path().filename().string();
+    if (!hex_of(digest)) continue;
+    struct stat st {};
+    if (::stat(e.path().c_str(), &st) != 0) continue;  // removed meanwhile
+    ArtifactEntry a;
+    a.digest = digest;
+    a.put_unix_ms = mtime_ms(st);
+    a.size_bytes = bytes_under(e.path());
+    by_digest[digest] = std::move(a);
+  }
+  if (ec) return Error("cannot list " + (root_ / "sha256").string() + ": " + ec.message());
+  const fs::path tags = root_ / "tags";
+  for (auto it = fs::recursive_directory_iterator(tags, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    const std::string name = it->path().filename().string();
+    if (name.rfind(".tmp-", 0) == 0) continue;
+    auto content = core::read_file(it->path());
+    if (!content) continue;
+    auto found = by_digest.find(trim(*content));
+    if (found == by_digest.end()) continue;  // the tag of a removed artifact
+    const std::string repo = it->path().parent_path().lexically_relative(tags).string();
+    found->second.tags.push_back(repo + ":" + name);
+  }
+  std::vector<ArtifactEntry> out;
+  for (auto& [digest, a] : by_digest) {
+    std::sort(a.tags.begin(), a.tags.end());
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+Result<uint64_t> Registry::remove(const std::string& digest, int64_t not_put_since_unix_ms) {
+  auto hex = hex_of(digest);
+  if (!hex) return hex.error();
+  const fs::path dir = root_ / "sha256" / *hex;
+  std::lock_guard lock(put_remove_mu_);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Error("artifact " + digest + " not found in registry");
+    return sys_error("cannot read", dir);
+  }
+  if (mtime_ms(st) >= not_put_since_unix_ms) {
+    return Error("artifact " + digest + " was put again since gc planned its removal; kept");
+  }
+  const uint64_t bytes = bytes_under(dir);
+  // Out of sha256/ first by one rename, so that no reader ever sees a half-removed tree.
+  const fs::path doomed = root_ / "tmp" / ("gc-" + *hex);
+  remove_tree(doomed);  // the leftover of an earlier removal that failed half-way
+  if (::rename(dir.c_str(), doomed.c_str()) != 0) return sys_error("cannot remove", dir);
+  remove_tree(doomed);
+  std::error_code ec;
+  if (fs::exists(doomed, ec)) {
+    return Error("artifact " + digest + " moved to " + doomed.string() +
+                 " but could not be deleted there; the next start of the registry deletes it");
+  }
+  return bytes;
+}
+
 Result<std::string> Registry::resolve(const std::string& repo, const std::string& tag) {
   if (!valid_repo(repo)) return Error("invalid repository name '" + repo + "'");
   if (!valid_tag(tag)) return Error("invalid tag '" + tag + "'");
@@ -579,7 +671,12 @@ Result<std::string> Registry::resolve(const std::string& repo, const std::string
   auto content = core::read_file(p);
   if (!content) return content.error();
   std::string digest = trim(*content);
-  if (auto hex = hex_of(digest); !hex) return Error("tag " + repo + ":" + tag + " is corrupt");
+  auto hex = hex_of(digest);
+  if (!hex) return Error("tag " + repo + ":" + tag + " is corrupt");
+  if (!fs::is_directory(root_ / "sha256" / *hex, ec)) {
+    return Error("tag " + repo + ":" + tag + " names " + digest +
+                 ", which the registry's gc removed");
+  }
   return digest;
 }
 
