@@ -246,6 +246,7 @@ core::Result<json> Controller::status(const std::string& service_filter) const {
       std::find(names.begin(), names.end(), service_filter) == names.end()) {
     return core::Error("no service named \"" + service_filter + "\"", core::ErrorKind::NotFound);
   }
+  out["webhooks"] = impl.webhook_counts_json();
   out["unaccounted_tasks"] = json::array();
   {
     std::lock_guard lock(impl.unaccounted_mu);

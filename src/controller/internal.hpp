@@ -11,6 +11,8 @@
 #include <string>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "alarm/alarm.hpp"
 #include "config/config.hpp"
 #include "controller/controller.hpp"
@@ -62,6 +64,14 @@ struct Controller::Impl {
   // Rollbacks after the deployment ended: service -> release to redeploy (guarded by mu).
   std::map<std::string, std::string> redeploy_requests;
   std::atomic<bool> cancel_execution{false};
+  // Webhook deliveries by provider (webhooks.cpp): accepted and rejected, guarded by webhook_mu.
+  struct WebhookCount {
+    uint64_t accepted = 0;
+    uint64_t rejected = 0;
+  };
+  mutable std::mutex webhook_mu;
+  std::map<std::string, WebhookCount> webhook_counts;
+  nlohmann::json webhook_counts_json() const;
 
   Impl(Options o, core::Clock& c) : opts(std::move(o)), clock(c) {}
 
