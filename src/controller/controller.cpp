@@ -70,6 +70,12 @@ core::Result<std::unique_ptr<Controller>> Controller::create(Options options, co
 
 core::Result<void> Controller::start() {
   if (auto r = impl_->recover(); !r) return r;
+  // Notification receivers of the newest commit seen, for deployments recovery resumes.
+  if (auto last = impl_->store->list_executions(1); last && !last->empty()) {
+    if (auto cfg = impl_->config_at(last->front().commit_sha); cfg) {
+      impl_->configure_notifications(**cfg);
+    }
+  }
   impl_->supervisor->start();
   impl_->podman_supervisor->start();
   impl_->loop_thread = std::thread([impl = impl_.get()] { impl->run_loop(); });
