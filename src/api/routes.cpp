@@ -145,16 +145,23 @@ Response route(controller::Controller& c, const Request& r) {
     if (!name.empty() && r.method == "DELETE") return from(c.remove_secret(name));
     return error_response(405, "secrets: use GET /v1/secrets, PUT or DELETE /v1/secrets/NAME");
   }
-  if (s.size() == 3 && s[1] == "webhooks") {
-    if (r.method != "POST") return error_response(405, "webhooks: use POST /v1/webhooks/" + s[2]);
-    return webhook(c, s[2], r);
-  }
+  if (s.size() >= 2 && s[1] == "webhooks") return route_webhook(c, r);
   if (s.size() == 2 && s[1] == "poll" && r.method == "POST") {
     c.request_poll();
     return Response{202, "{\"status\":\"polling\"}\n"};
   }
   return error_response(r.method == "GET" || r.method == "POST" ? 404 : 405,
                         "no such resource: " + r.method + " " + r.path);
+}
+
+Response route_webhook(controller::Controller& c, const Request& r) {
+  const auto s = segments(r.path);
+  if (s.size() != 3 || s[0] != "v1" || s[1] != "webhooks") {
+    return error_response(404, "no such webhook: " + r.path.substr(0, 100) +
+                                   " (use /v1/webhooks/github, gitlab or generic)");
+  }
+  if (r.method != "POST") return error_response(405, "webhooks: use POST /v1/webhooks/" + s[2]);
+  return webhook(c, s[2], r);
 }
 
 }  // namespace cutover::api

@@ -122,7 +122,7 @@ struct ApiServer::Impl {
     if (req.target().starts_with("/v1/webhooks/")) {
       Request r = to_request(req);
       r.remote = remote;
-      return route(controller, r);
+      return route_webhook(controller, r);
     }
     if (!token_matches(req[http::field::authorization], options.token)) {
       return error_response(401,

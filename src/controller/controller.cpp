@@ -254,9 +254,9 @@ core::Result<json> Controller::status(const std::string& service_filter) const {
   }
   out["webhooks"] = impl.webhook_counts_json();
   const notify::Stats ns = impl.notifier->stats();
-  out["notifications"] = json{{"queued", ns.queued},   {"delivered", ns.delivered},
-                              {"failed", ns.failed},   {"dropped", ns.dropped},
-                              {"retries", ns.retries}, {"pending", ns.pending}};
+  out["notifications"] =
+      json{{"queued", ns.queued},   {"delivered", ns.delivered}, {"failed", ns.failed},
+           {"dropped", ns.dropped}, {"retries", ns.retries},     {"pending", ns.pending}};
   out["unaccounted_tasks"] = json::array();
   {
     std::lock_guard lock(impl.unaccounted_mu);

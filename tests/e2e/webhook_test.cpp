@@ -43,6 +43,7 @@ class Webhooks : public ServeTest {
                                   "--data-binary",
                                   "@" + body_file.string()};
     for (const auto& h : headers) argv.insert(argv.end(), {"-H", h});
+    argv.push_back("--path-as-is");  // send ../ as written: the server must not follow it
     argv.push_back("http://" + api() + "/v1/webhooks/" + provider);
     auto r = run(argv);
     Posted p;
@@ -129,6 +130,9 @@ TEST_F(Webhooks, OnlyAVerifiedDeliveryTriggersAFetch) {
       post("generic", {"X-Cutover-Signature: sha256=" + hmac("gh-s3cret", body)}, body);
   EXPECT_EQ(generic_wrong.status, 401);
   EXPECT_EQ(post("bitbucket", {}, body).status, 404);
+  // The webhook paths skip the bearer token; nothing else is reachable through them.
+  EXPECT_EQ(post("../secrets", {}, body).status, 404);
+  EXPECT_EQ(post("github/../../poll", {}, body).status, 404);
   // GitHub's ping, signed: 200 and no fetch.
   auto ping = post(
       "github", {"X-GitHub-Event: ping", "X-Hub-Signature-256: sha256=" + hmac("gh-s3cret", "{}")},
