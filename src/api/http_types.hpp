@@ -12,6 +12,8 @@ struct Request {
   std::string path;    // without the query: "/v1/executions/ex-1/logs"
   std::map<std::string, std::string> query;
   std::string body;
+  std::map<std::string, std::string> headers;  // names in lower case
+  std::string remote;                          // peer address, for logs
 };
 
 struct Response {

@@ -54,6 +54,38 @@ int64_t int_param(const Request& r, const std::string& name, int64_t fallback) {
   }
 }
 
+std::string header(const Request& r, const std::string& lower_name) {
+  auto it = r.headers.find(lower_name);
+  return it == r.headers.end() ? "" : it->second;
+}
+
+// POST /v1/webhooks/{github,gitlab,generic}: 202 and a fetch when the signature verifies, 200 for
+// GitHub's ping, 401 otherwise (also when no secret is configured: the message says which to set).
+Response webhook(controller::Controller& c, const std::string& provider, const Request& r) {
+  using V = controller::Controller::WebhookVerdict;
+  controller::Controller::WebhookRequest w;
+  w.provider = provider;
+  w.signature = provider == "github"   ? header(r, "x-hub-signature-256")
+                : provider == "gitlab" ? header(r, "x-gitlab-token")
+                                       : header(r, "x-cutover-signature");
+  w.event = header(r, "x-github-event");
+  w.body = r.body;
+  w.remote = r.remote;
+  auto reply = c.receive_webhook(w);
+  switch (reply.verdict) {
+    case V::Accepted:
+      return Response{202, nlohmann::json{{"status", "fetching"}}.dump() + "\n"};
+    case V::Ping:
+      return Response{200, nlohmann::json{{"status", "pong"}}.dump() + "\n"};
+    case V::UnknownProvider:
+      return error_response(404, reply.message);
+    case V::Unauthorized:
+    case V::NotConfigured:
+      break;
+  }
+  return error_response(401, reply.message);
+}
+
 }  // namespace
 
 Response route(controller::Controller& c, const Request& r) {
@@ -128,12 +160,23 @@ Response route(controller::Controller& c, const Request& r) {
                                 : "";
     return from(c.registry_gc(dry_run, who));
   }
+  if (s.size() >= 2 && s[1] == "webhooks") return route_webhook(c, r);
   if (s.size() == 2 && s[1] == "poll" && r.method == "POST") {
     c.request_poll();
     return Response{202, "{\"status\":\"polling\"}\n"};
   }
   return error_response(r.method == "GET" || r.method == "POST" ? 404 : 405,
                         "no such resource: " + r.method + " " + r.path);
+}
+
+Response route_webhook(controller::Controller& c, const Request& r) {
+  const auto s = segments(r.path);
+  if (s.size() != 3 || s[0] != "v1" || s[1] != "webhooks") {
+    return error_response(404, "no such webhook: " + r.path.substr(0, 100) +
+                                   " (use /v1/webhooks/github, gitlab or generic)");
+  }
+  if (r.method != "POST") return error_response(405, "webhooks: use POST /v1/webhooks/" + s[2]);
+  return webhook(c, s[2], r);
 }
 
 }  // namespace cutover::api

@@ -14,5 +14,8 @@ class Controller;
 namespace cutover::api {
 
 Response route(controller::Controller& controller, const Request& request);
+// POST /v1/webhooks/PROVIDER only: the one entry point that skips the bearer token (the provider's
+// signature authenticates it), so it cannot reach any other resource.
+Response route_webhook(controller::Controller& controller, const Request& request);
 
 }  // namespace cutover::api

@@ -87,6 +87,11 @@ Request to_request(const http::request<http::string_body>& req) {
     }
   }
   out.body = req.body();
+  for (const auto& f : req) {
+    std::string name(f.name_string());
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    out.headers[name] = std::string(f.value());
+  }
   return out;
 }
 
@@ -111,7 +116,14 @@ struct ApiServer::Impl {
 
   Impl(controller::Controller& c, ApiOptions o) : controller(c), options(std::move(o)) {}
 
-  Response handle(const http::request<http::string_body>& req) {
+  Response handle(const http::request<http::string_body>& req, const std::string& remote) {
+    // Webhooks come from git hosts that have no bearer token: they authenticate with the
+    // provider's signature of the body instead (controller/webhooks.cpp).
+    if (req.target().starts_with("/v1/webhooks/")) {
+      Request r = to_request(req);
+      r.remote = remote;
+      return route_webhook(controller, r);
+    }
     if (!token_matches(req[http::field::authorization], options.token)) {
       return error_response(401,
                             "missing or wrong bearer token (the CLI reads it from the state "
@@ -121,6 +133,10 @@ struct ApiServer::Impl {
   }
 
   asio::awaitable<void> session(tcp::socket socket) {
+    beast::error_code peer_ec;
+    const auto peer = socket.remote_endpoint(peer_ec);
+    const std::string remote =
+        peer_ec ? "?" : peer.address().to_string() + ":" + std::to_string(peer.port());
     beast::tcp_stream stream(std::move(socket));
     beast::flat_buffer buffer;
     while (true) {
@@ -139,7 +155,7 @@ struct ApiServer::Impl {
       } else if (ec) {
         r = error_response(400, "malformed HTTP request: " + ec.message());
       } else {
-        r = handle(parser.get());
+        r = handle(parser.get(), remote);
         keep_alive = parser.get().keep_alive();
       }
       http::response<http::string_body> res{static_cast<http::status>(r.status), 11};

@@ -367,6 +367,20 @@ int cmd_status(const ClientOptions& c, const std::string& service) {
               : fmt::format("  restarts {} (last: {})", restarts, str(t, "last_exit", "-")));
     }
   }
+  if (j->contains("webhooks") && (*j)["webhooks"].is_object()) {
+    std::string line;
+    for (const auto& [provider, c] : (*j)["webhooks"].items()) {
+      line += fmt::format("  {} {} accepted, {} rejected", provider, str(c, "accepted"),
+                          str(c, "rejected"));
+    }
+    std::cout << "\nwebhooks:" << line << "\n";
+  }
+  if (j->contains("notifications") && (*j)["notifications"].is_object()) {
+    const json& n = (*j)["notifications"];
+    std::cout << fmt::format("notifications: {} delivered, {} failed, {} dropped, {} pending\n",
+                             str(n, "delivered"), str(n, "failed"), str(n, "dropped"),
+                             str(n, "pending"));
+  }
   if (j->contains("unaccounted_tasks") && !(*j)["unaccounted_tasks"].empty()) {
     std::cout << "unaccounted task processes (not started by this state's tasks; left running):\n";
     for (const auto& p : (*j)["unaccounted_tasks"]) {

@@ -24,6 +24,7 @@
 #include "config/config.hpp"
 #include "core/duration.hpp"
 #include "core/fs.hpp"
+#include "core/url.hpp"
 
 namespace cutover::config {
 namespace {
@@ -1675,6 +1676,83 @@ std::optional<Service> parse_service(Ctx& ctx, const std::string& name, const YA
   return s;
 }
 
+// ----------------------------------------------------------------------------- notifications ---
+
+std::vector<Notification> parse_notifications(Ctx& ctx, const YAML::Node& n) {
+  std::vector<Notification> out;
+  if (n.IsNull()) return out;
+  if (!n.IsSequence()) {
+    ctx.error(n,
+              "notifications must be a list of {url, format, events, secret}, got " + describe(n));
+    return out;
+  }
+  for (size_t i = 0; i < n.size(); ++i) {
+    const YAML::Node item = n[i];
+    const std::string path = "notifications[" + std::to_string(i) + "]";
+    Map m(ctx, item, path);
+    if (!m.valid()) continue;
+    m.allow({"url", "url_secret", "format", "events", "secret"});
+    Notification note;
+    const auto* url = m.get("url");
+    const auto* url_secret = m.get("url_secret");
+    if (url && url_secret) {
+      ctx.error(*url_secret, path + ": give url or url_secret, not both");
+    } else if (!url && !url_secret) {
+      ctx.error(item, path + ".url is required (or url_secret: a secret holding the URL)");
+    }
+    if (url) {
+      if (auto s = read_nonempty(ctx, *url, m.sub("url"))) {
+        if (auto u = core::parse_http_url(*s); !u) {
+          ctx.error(*url, m.sub("url") + " " + u.error().message);
+        } else {
+          note.url = *s;
+        }
+      }
+    }
+    for (auto [key, field] :
+         {std::pair{"url_secret", &note.url_secret}, std::pair{"secret", &note.secret}}) {
+      const auto* v = m.get(key);
+      if (!v) continue;
+      if (auto s = read_string(ctx, *v, m.sub(key))) {
+        if (!is_secret_name(*s)) {
+          ctx.error(*v, m.sub(key) + " must be a secret name (" + std::string(kSecretRule) +
+                            "), got " + quote(*s));
+        } else {
+          *field = *s;
+        }
+      }
+    }
+    if (const auto* v = m.get("format")) {
+      if (auto f = read_enum<NotificationFormat>(
+              ctx, *v, m.sub("format"),
+              {{"json", NotificationFormat::Json}, {"slack", NotificationFormat::Slack}})) {
+        note.format = *f;
+      }
+    }
+    if (const auto* v = m.get("events")) {
+      auto events = read_string_list(ctx, *v, m.sub("events"), false);
+      for (size_t j = 0; j < events.size(); ++j) {
+        const auto known =
+            std::find(std::begin(kNotificationEvents), std::end(kNotificationEvents), events[j]);
+        if (known == std::end(kNotificationEvents)) {
+          std::vector<std::string_view> names(std::begin(kNotificationEvents),
+                                              std::end(kNotificationEvents));
+          ctx.error(v->IsSequence() ? (*v)[j] : *v, m.sub("events") + "[" + std::to_string(j) +
+                                                        "] must be one of " + join(names, " | ") +
+                                                        ", got " + quote(events[j]));
+        } else {
+          note.events.push_back(events[j]);
+        }
+      }
+      if (v->IsSequence() && v->size() == 0) {
+        ctx.error(*v, m.sub("events") + " is empty; leave it out to receive every event");
+      }
+    }
+    out.push_back(std::move(note));
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------------------------- root ---
 
 std::shared_ptr<Config> parse_root(Ctx& ctx, const YAML::Node& doc) {
@@ -1687,7 +1765,10 @@ std::shared_ptr<Config> parse_root(Ctx& ctx, const YAML::Node& doc) {
   }
   Map root(ctx, doc, "");
   if (!root.valid()) return config;
-  root.allow({"version", "pipeline", "services"});
+  root.allow({"version", "pipeline", "services", "notifications"});
+  if (const auto* v = root.get("notifications")) {
+    config->notifications = parse_notifications(ctx, *v);
+  }
   if (const auto* v = root.require("version", "version: 1")) {
     if (!v->IsScalar() || v->Scalar() != "1") {
       ctx.error(*v, "version must be 1 (the only format this cutover reads), got " + describe(*v));

@@ -286,10 +286,31 @@ struct Service {
   Deployment deployment;
 };
 
+// ----------------------------------------------------------------------------- notifications ---
+
+// Outbound webhooks on execution and deployment state changes (docs/configuration.md).
+enum class NotificationFormat { Json, Slack };
+
+// The events a notification can subscribe to, as written in `events:`.
+inline constexpr std::string_view kNotificationEvents[] = {
+    "execution.started",  "execution.succeeded",
+    "execution.failed",   "execution.waiting_for_approval",
+    "deployment.started", "deployment.succeeded",
+    "deployment.failed",  "deployment.rolled_back"};
+
+struct Notification {
+  std::string url;         // http:// or https://; empty when url_secret names it
+  std::string url_secret;  // secret-store name holding the URL (Slack's URL is a credential)
+  NotificationFormat format = NotificationFormat::Json;
+  std::vector<std::string> events;  // subset of kNotificationEvents; empty = all of them
+  std::string secret;               // secret-store name of the HMAC key; empty = unsigned
+};
+
 struct Config {
   int version = 1;
   Pipeline pipeline;
-  std::vector<Service> services;  // in file order
+  std::vector<Service> services;            // in file order
+  std::vector<Notification> notifications;  // in file order
 
   const Service* find_service(std::string_view name) const;
   const Stage* find_stage(std::string_view name) const;

@@ -614,7 +614,7 @@ TEST(Config, JsonSchemaIsValidJsonAndCoversTheFormat) {
   ASSERT_FALSE(j.is_discarded());
   EXPECT_EQ(j["$schema"], "https://json-schema.org/draft/2020-12/schema");
   EXPECT_EQ(j["additionalProperties"], false);
-  for (const char* key : {"version", "pipeline", "services"}) {
+  for (const char* key : {"version", "pipeline", "services", "notifications"}) {
     EXPECT_TRUE(j["properties"].contains(key)) << key;
   }
   for (const char* key : {"stages",
@@ -646,9 +646,45 @@ TEST(Config, JsonSchemaIsValidJsonAndCoversTheFormat) {
                           "max_ejection_percent",
                           "sticky",
                           "cookie",
+                          "url_secret",
+                          "deployment.rolled_back",
                           "CodeDeployDefault.ECSCanary10Percent5Minutes"}) {
     EXPECT_THAT(schema, HasSubstr(std::string("\"") + key + "\"")) << key;
   }
+}
+
+}  // namespace
+}  // namespace cutover::config
+
+namespace cutover::config {
+namespace {
+
+TEST(Config, NotificationsParseWithDefaults) {
+  auto r = parse_config(R"(version: 1
+pipeline:
+  stages: [{ name: build, run: make }]
+notifications:
+  - url: http://127.0.0.1:9000/hook
+  - url: https://hooks.example.com/x
+    format: slack
+    events: [execution.failed, deployment.rolled_back]
+    secret: notify/ops
+  - url_secret: notify/slack-url
+    format: slack
+)",
+                        "cutover.yaml");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const auto& n = (*r)->notifications;
+  ASSERT_EQ(n.size(), 3u);
+  EXPECT_EQ(n[0].url, "http://127.0.0.1:9000/hook");
+  EXPECT_EQ(n[0].format, NotificationFormat::Json);
+  EXPECT_TRUE(n[0].events.empty());
+  EXPECT_TRUE(n[0].secret.empty());
+  EXPECT_EQ(n[1].format, NotificationFormat::Slack);
+  EXPECT_THAT(n[1].events, ElementsAre("execution.failed", "deployment.rolled_back"));
+  EXPECT_EQ(n[1].secret, "notify/ops");
+  EXPECT_EQ(n[2].url_secret, "notify/slack-url");
+  EXPECT_TRUE(n[2].url.empty());
 }
 
 }  // namespace

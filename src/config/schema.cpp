@@ -237,6 +237,33 @@ Json service() {
       {"task", "listeners"});
 }
 
+Json notifications() {
+  std::vector<std::string> events(std::begin(kNotificationEvents), std::end(kNotificationEvents));
+  Json item = object(
+      {{"url",
+        {{"type", "string"},
+         {"pattern", "^https?://[^\\s@#]+$"},
+         {"description", "http:// or https:// endpoint that receives a POST per event"}}},
+       {"url_secret",
+        {{"type", "string"},
+         {"pattern", kSecretPattern},
+         {"description", "secret-store name holding the URL, instead of url"}}},
+       {"format", enumeration({"json", "slack"}, "payload format, default json")},
+       {"events",
+        {{"type", "array"},
+         {"minItems", 1},
+         {"items", {{"enum", events}}},
+         {"description", "events to send; default all"}}},
+       {"secret",
+        {{"type", "string"},
+         {"pattern", kSecretPattern},
+         {"description", "secret-store name of the HMAC-SHA256 key for X-Cutover-Signature"}}}});
+  item["oneOf"] = Json::array({{{"required", {"url"}}}, {{"required", {"url_secret"}}}});
+  return {{"type", "array"},
+          {"items", item},
+          {"description", "outbound webhooks on execution and deployment state changes"}};
+}
+
 }  // namespace
 
 std::string json_schema() {
@@ -249,7 +276,8 @@ std::string json_schema() {
                       {"services",
                        {{"type", "object"},
                         {"propertyNames", {{"pattern", kNamePattern}}},
-                        {"additionalProperties", service()}}}},
+                        {"additionalProperties", service()}}},
+                      {"notifications", notifications()}},
                      {"version", "pipeline"});
   Json schema = {{"$schema", "https://json-schema.org/draft/2020-12/schema"},
                  {"$id", "https://cutover.dev/schema/cutover.yaml.json"},

@@ -73,6 +73,12 @@ core::Result<std::unique_ptr<Controller>> Controller::create(Options options, co
 
 core::Result<void> Controller::start() {
   if (auto r = impl_->recover(); !r) return r;
+  // Notification receivers of the newest commit seen, for deployments recovery resumes.
+  if (auto last = impl_->store->list_executions(1); last && !last->empty()) {
+    if (auto cfg = impl_->config_at(last->front().commit_sha); cfg) {
+      impl_->configure_notifications(**cfg);
+    }
+  }
   impl_->supervisor->start();
   impl_->podman_supervisor->start();
   impl_->loop_thread = std::thread([impl = impl_.get()] { impl->run_loop(); });
@@ -249,6 +255,11 @@ core::Result<json> Controller::status(const std::string& service_filter) const {
       std::find(names.begin(), names.end(), service_filter) == names.end()) {
     return core::Error("no service named \"" + service_filter + "\"", core::ErrorKind::NotFound);
   }
+  out["webhooks"] = impl.webhook_counts_json();
+  const notify::Stats ns = impl.notifier->stats();
+  out["notifications"] =
+      json{{"queued", ns.queued},   {"delivered", ns.delivered}, {"failed", ns.failed},
+           {"dropped", ns.dropped}, {"retries", ns.retries},     {"pending", ns.pending}};
   out["unaccounted_tasks"] = json::array();
   {
     std::lock_guard lock(impl.unaccounted_mu);

@@ -91,6 +91,26 @@ class Controller {
   core::Result<nlohmann::json> registry_list(const std::string& service);
   core::Result<nlohmann::json> registry_gc(bool dry_run, const std::string& who);
   core::Result<nlohmann::json> registry_key() const;
+  // A push notification from a git host (POST /v1/webhooks/PROVIDER, docs/operations.md). The
+  // provider is "github" (signature = X-Hub-Signature-256), "gitlab" (X-Gitlab-Token) or
+  // "generic" (X-Cutover-Signature: sha256=HEX); the shared secret is the secret-store entry
+  // "webhook/PROVIDER". A verified delivery only wakes the loop to fetch now (request_poll): the
+  // commit to build is read from the repository, never from the body. Every verdict is counted
+  // per provider (status()["webhooks"]) and rejections are logged without the signature. Any
+  // thread.
+  enum class WebhookVerdict { Accepted, Ping, Unauthorized, NotConfigured, UnknownProvider };
+  struct WebhookRequest {
+    std::string provider;
+    std::string signature;  // the provider's header, empty when absent
+    std::string event;      // X-GitHub-Event (ping is answered without a fetch)
+    std::string body;
+    std::string remote;  // peer address, for the log
+  };
+  struct WebhookReply {
+    WebhookVerdict verdict = WebhookVerdict::Unauthorized;
+    std::string message;
+  };
+  WebhookReply receive_webhook(const WebhookRequest& request);
 
   struct Impl;
 

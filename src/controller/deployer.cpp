@@ -313,6 +313,7 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
   log->info("deploy: {} of {} started: release {} ({}) as {}{}", d.id, service.name, release.id,
             release.commit_sha.substr(0, 7), deploy::to_string(d.green),
             fast_path ? " (rollback: all at once)" : "");
+  notify_deployment("deployment.started", d, release, "in_progress");
 
   auto cfg = config_at(release.commit_sha);
   Routing before = routing[service.name];
@@ -590,6 +591,12 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
           (void)store->append_audit("controller", ok ? "deploy.succeeded" : "deploy.ended",
                                     "service:" + service.name,
                                     json{{"deployment", d.id}, {"reason", d.reason}}.dump());
+          notify_deployment(
+              ok ? "deployment.succeeded"
+              : d.phase == deploy::Phase::RolledBack || d.phase == deploy::Phase::Stopped
+                  ? "deployment.rolled_back"
+                  : "deployment.failed",
+              d, release, outcome);
           if (ok) {
             log->info("deploy: {} of {} succeeded: {} serves production", d.id, service.name,
                       release.commit_sha.substr(0, 7));

@@ -62,6 +62,7 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
     sink.flush();
     (void)store->update_execution_status(id, store::ExecutionStatus::Failed, message);
     log->warn("execution {} ({}) failed: {}", id, commit.short_sha, message);
+    notify_execution("execution.failed", id, commit.sha, "failed", message);
   };
   (void)store->update_execution_status(id, store::ExecutionStatus::Running);
   log->info("execution {} started for {} ({})", id, commit.short_sha, commit.message);
@@ -77,6 +78,8 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
   auto cfg = config::parse_config(*text, "cutover.yaml", config::ParseOptions{.check_files = true});
   if (!cfg) return fail("cutover.yaml is invalid:\n" + cfg.error().message);
   if (auto r = store->set_meta("config/" + commit.sha, *text); !r) return fail(r.error().message);
+  configure_notifications(**cfg);
+  notify_execution("execution.started", id, commit.sha, "running");
 
   const std::filesystem::path workspace = opts.state_dir / "workspaces" / id;
   std::error_code ec;
@@ -128,6 +131,9 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
     sink.flush();
     (void)store->update_stage_status(id, index, store::StageStatus::Running);
     log->info("execution {}: stage {} started", id, name);
+    if (stages[static_cast<size_t>(index)].kind == config::StageKind::Approval) {
+      notify_execution("execution.waiting_for_approval", id, commit.sha, "waiting");
+    }
   };
   obs.on_log = [&](const std::string& stage, std::string_view line) {
     sink.add(stage, store::LogStream::Stdout, line);
@@ -220,6 +226,7 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
   (void)store->update_execution_status(id, store::ExecutionStatus::Succeeded);
   log->info("execution {} ({}) succeeded; deploying {} service(s)", id, commit.short_sha,
             releases.size());
+  notify_execution("execution.succeeded", id, commit.sha, "succeeded");
   for (const auto& [svc, rel] : releases) deploy_release(*svc, rel);
 }
 

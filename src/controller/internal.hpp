@@ -11,10 +11,13 @@
 #include <string>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "alarm/alarm.hpp"
 #include "config/config.hpp"
 #include "controller/controller.hpp"
 #include "deploy/deploy.hpp"
+#include "notify/notify.hpp"
 #include "proxy/admin_client.hpp"
 #include "proxy/snapshot.hpp"
 #include "registry/registry.hpp"
@@ -72,6 +75,25 @@ struct Controller::Impl {
   };
   std::map<std::string, Redeploy> redeploy_requests;
   std::atomic<bool> cancel_execution{false};
+  // Webhook deliveries by provider (webhooks.cpp): accepted and rejected, guarded by webhook_mu.
+  struct WebhookCount {
+    uint64_t accepted = 0;
+    uint64_t rejected = 0;
+  };
+  mutable std::mutex webhook_mu;
+  std::map<std::string, WebhookCount> webhook_counts;
+  nlohmann::json webhook_counts_json() const;
+
+  // ---- notifications (notifications.cpp) -------------------------------------------------------
+  std::unique_ptr<notify::Notifier> notifier = std::make_unique<notify::Notifier>();
+  // Receivers of cfg.notifications, secrets resolved (a missing one leaves that receiver out).
+  void configure_notifications(const config::Config& cfg);
+  // Queue "execution.*" / "deployment.*" events (config::kNotificationEvents); never block.
+  void notify_execution(const std::string& event, const std::string& execution_id,
+                        const std::string& commit_sha, const std::string& status,
+                        const std::string& reason = "");
+  void notify_deployment(const std::string& event, const deploy::Deployment& d,
+                         const store::Release& release, const std::string& status);
 
   Impl(Options o, core::Clock& c) : opts(std::move(o)), clock(c) {}
 

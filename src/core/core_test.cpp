@@ -8,6 +8,7 @@
 #include "core/id.hpp"
 #include "core/result.hpp"
 #include "core/stats.hpp"
+#include "core/url.hpp"
 
 using namespace cutover::core;
 using namespace std::chrono_literals;
@@ -131,4 +132,34 @@ TEST(LatencyHistogram, DatapointsAddUpOnlyWithTheSameBuckets) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("different buckets"), std::string::npos);
   EXPECT_EQ(sum.requests(), 4u) << "unchanged on error";
+}
+
+TEST(HttpUrl, ParsesHostPortTargetAndScheme) {
+  auto a = cutover::core::parse_http_url("http://127.0.0.1:8080/hook?x=1");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_FALSE(a->tls);
+  EXPECT_EQ(a->host, "127.0.0.1");
+  EXPECT_EQ(a->port, 8080);
+  EXPECT_EQ(a->target, "/hook?x=1");
+  auto b = cutover::core::parse_http_url("https://hooks.example.com");
+  ASSERT_TRUE(b.ok());
+  EXPECT_TRUE(b->tls);
+  EXPECT_EQ(b->port, 443);
+  EXPECT_EQ(b->target, "/");
+  auto c = cutover::core::parse_http_url("http://[::1]:9/x");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->host, "::1");
+  EXPECT_EQ(c->port, 9);
+}
+
+TEST(HttpUrl, RejectsWhatCannotBeSentWithAReason) {
+  for (const char* bad : {"ftp://x/", "x", "http://", "http://:80/", "http://h:0/",
+                          "http://h:65536/", "http://h:/", "http://u:p@h/", "http://h/a b",
+                          "http://h/#f", "http://[::1/", "http://h%2f/", "https://h:8x/"}) {
+    auto r = cutover::core::parse_http_url(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_FALSE(r.error().message.empty()) << bad;
+    }
+  }
 }

@@ -54,10 +54,11 @@ class ServeTest : public ::testing::Test {
     (void)health;
   }
 
-  void start_serve() {
+  // poll: how often serve fetches; webhook tests use a long one so that only a webhook triggers.
+  void start_serve(const std::string& poll = "250ms") {
     serve_ = std::make_unique<Child>(
         std::vector<std::string>{CUTOVER_BIN, "serve", "--repo", app_.string(), "--state-dir",
-                                 state_.string(), "--api", "127.0.0.1:0", "--poll", "250ms"},
+                                 state_.string(), "--api", "127.0.0.1:0", "--poll", poll},
         dir_.path() / "serve.log");
   }
 
