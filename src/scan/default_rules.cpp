@@ -115,7 +115,11 @@ RuleSet build() {
       .description = "identifiers, paths and placeholders are not secrets",
       .regexes =
           {R"(^[a-z_.]+$)", R"(^[A-Z_.]+$)", R"(^(?:[a-z0-9]+[._-])+[a-z0-9]+$)",
-           R"((?i)^(?:x{4,}|\*{4,}|(?:your|my|some)[_-].*|.*(?:example|placeholder|dummy|changeme).*)$)"},
+           R"((?i)^(?:x{4,}|\*{4,}|(?:your|my|some)[_-].*|.*(?:example|placeholder|dummy|changeme).*)$)",
+           // File paths: `key: /etc/tls/key.pem`, `secret_file = ./certs/Ab3xZ9.key` (a file
+           // name with an extension; base64 has no '.'), or all-lowercase directory paths.
+           R"(^(?:~|\.{1,2})?/(?:[\w@-][\w.@-]*/)*[\w@-][\w.@-]*\.[A-Za-z0-9]{1,8}$)",
+           R"(^(?:~|\.{1,2})?(?:/[a-z0-9_.@-]+)+/?$)"},
   });
   s.allowlists.push_back(Allowlist{
       .description = "lock files and vendored dependency trees",

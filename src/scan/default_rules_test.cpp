@@ -106,7 +106,9 @@ const std::vector<Sample>& samples() {
        "Zq8w2LmX9v", "DATABASE_URL=postgres://user:password@localhost/app\n"},
       {"generic-api-key", "api_secret = \"9f2Kx7Qw3Lz8Vb1Nc6Ty4Hm\"\n", "9f2Kx7Qw3Lz8Vb1Nc6Ty4Hm",
        "secret_key = get_secret_key_from_environment\npassword: ${DB_PASSWORD}\n"
-       "token = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\nauth_header = request_headers_authorization\n"},
+       "token = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\nauth_header = request_headers_authorization\n"
+       "tls: { cert: /tmp/cutover-e2e-Xq7Lm2/cert.pem, key: /tmp/cutover-e2e-Xq7Lm2/key.pem }\n"
+       "secret_file = ./certs/Ab3xZ9kQ.key\nkey_dir: /var/lib/cutover/tls-keys/\n"},
   };
   return s;
 }
