@@ -561,6 +561,30 @@ int cmd_operate(const ClientOptions& c, const std::string& action, const std::st
   return 0;
 }
 
+int cmd_execution_action(const ClientOptions& c, const std::string& action,
+                         const std::string& execution, const std::string& comment) {
+  const char* user = std::getenv("USER");
+  json body{{"user", std::string("cli:") + (user ? user : "unknown")}};
+  if (!comment.empty()) body["comment"] = comment;
+  auto j =
+      call_json(c, "POST", "/v1/executions/" + encode_path(execution) + "/" + action, body.dump());
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  if (action == "cancel") {
+    std::cout << fmt::format("execution {} ({}): {}\n", execution, str(*j, "commit"),
+                             str(*j, "was") == "queued"
+                                 ? "cancelled before it started"
+                                 : "cancelling: its commands are being stopped");
+  } else {
+    std::cout << fmt::format("execution {} ({}): stage {} {} by {}\n", execution, str(*j, "commit"),
+                             str(*j, "stage"), str(*j, "decision"), str(*j, "user"));
+  }
+  return 0;
+}
+
 namespace {
 
 // The value of `secrets set`: all of stdin, or one line typed without echo at a terminal.

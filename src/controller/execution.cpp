@@ -1,10 +1,12 @@
 // One pipeline execution: exact-commit checkout, cutover.yaml validation, stages, artifacts,
 // releases, then a deployment per service.
 #include <filesystem>
+#include <mutex>
 
 #include <nlohmann/json.hpp>
 
 #include "controller/internal.hpp"
+#include "core/duration.hpp"
 #include "core/log.hpp"
 #include "core/process.hpp"
 #include "pipeline/pipeline.hpp"
@@ -43,22 +45,125 @@ class LogSink {
 
 }  // namespace
 
-void Controller::Impl::run_execution(const source::Commit& commit) {
+void Controller::Impl::enqueue_execution(const source::Commit& commit) {
   auto log = core::logger();
   store::Execution e;
   e.commit_sha = commit.sha;
   e.branch = opts.branch;
+  e.status = store::ExecutionStatus::Queued;
   auto inserted = store->insert_execution(e);
   if (!inserted) {
     log->error("store: cannot record an execution for {}: {}", commit.short_sha,
                inserted.error().message);
     return;
   }
-  const std::string id = inserted->id;
+  {
+    std::lock_guard lock(exec_mu);
+    if (queued_execution) {
+      // Newest wins: the commit still waiting will never be built.
+      const std::string message = "superseded by commit " + commit.short_sha + " (execution " +
+                                  inserted->id + ") before it started";
+      (void)store->update_execution_status(queued_execution->id, store::ExecutionStatus::Superseded,
+                                           message);
+      log->info("execution {} ({}) {}", queued_execution->id, queued_execution->commit.short_sha,
+                message);
+    }
+    queued_execution = QueuedExecution{inserted->id, commit};
+    if (!running_execution.empty()) {
+      log->info("execution {} ({}) queued behind {}", inserted->id, commit.short_sha,
+                running_execution);
+    }
+  }
+  exec_cv.notify_all();
+}
+
+void Controller::Impl::run_worker() {
+  while (true) {
+    QueuedExecution next;
+    {
+      std::unique_lock lock(exec_mu);
+      exec_cv.wait(lock, [&] { return worker_stopping || queued_execution.has_value(); });
+      if (worker_stopping) return;
+      next = std::move(*queued_execution);
+      queued_execution.reset();
+      running_execution = next.id;
+      cancelled_by.clear();
+      cancel_execution = false;
+    }
+    run_execution(next.id, next.commit);
+    {
+      std::lock_guard lock(exec_mu);
+      running_execution.clear();
+      approval.reset();
+    }
+  }
+}
+
+pipeline::ApprovalDecision Controller::Impl::await_approval(const std::string& execution_id,
+                                                            int index, const std::string& stage,
+                                                            core::TimePoint deadline,
+                                                            core::Duration timeout) {
+  using Kind = pipeline::ApprovalDecision::Kind;
+  const std::string until = core::format_rfc3339(
+      clock.wall() + std::chrono::duration_cast<core::Duration>(deadline - clock.now()));
+  (void)store->update_stage_status(execution_id, index, store::StageStatus::Waiting, std::nullopt,
+                                   "waiting for approval until " + until);
+  (void)store->update_execution_status(
+      execution_id, store::ExecutionStatus::Running,
+      "waiting for approval (stage " + stage + ", until " + until + ")");
+  core::logger()->info("execution {}: stage {} waiting for approval until {}", execution_id, stage,
+                       until);
+  std::optional<pipeline::ApprovalDecision> decision;
+  {
+    std::unique_lock lock(exec_mu);
+    approval = ApprovalWait{execution_id, index, stage, std::nullopt};
+    while (true) {
+      if (approval->decision) {
+        decision = approval->decision;
+        break;
+      }
+      if (cancel_execution || worker_stopping) {
+        decision = pipeline::ApprovalDecision{Kind::Cancelled, cancelled_by, ""};
+        break;
+      }
+      const auto left = deadline - clock.now();
+      if (left <= core::Duration::zero()) {
+        decision = pipeline::ApprovalDecision{Kind::TimedOut, "", ""};
+        break;
+      }
+      // The clock may be simulated: wait in short real slices and read it again.
+      exec_cv.wait_for(lock,
+                       std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(100)));
+    }
+    approval.reset();
+  }
+  if (decision->kind == Kind::TimedOut) {
+    (void)store->append_audit(
+        "controller", "approval.timeout", "execution:" + execution_id,
+        json{{"stage", stage}, {"timeout", core::format_duration(timeout)}}.dump());
+  }
+  (void)store->update_execution_status(execution_id, store::ExecutionStatus::Running);
+  return *decision;
+}
+
+void Controller::Impl::run_execution(const std::string& id, const source::Commit& commit) {
+  auto log = core::logger();
   LogSink sink(*store, id);
   const auto fail = [&](const std::string& message) {
     sink.add("pipeline", store::LogStream::System, message);
     sink.flush();
+    std::string who;
+    if (cancel_execution) {
+      std::lock_guard lock(exec_mu);
+      who = cancelled_by;
+    }
+    if (!who.empty()) {
+      // Cancelled by an operator: the execution says so, whatever stage it was in.
+      (void)store->update_execution_status(id, store::ExecutionStatus::Cancelled,
+                                           "cancelled by " + who + " (" + message + ")");
+      log->warn("execution {} ({}) cancelled by {}", id, commit.short_sha, who);
+      return;
+    }
     (void)store->update_execution_status(id, store::ExecutionStatus::Failed, message);
     log->warn("execution {} ({}) failed: {}", id, commit.short_sha, message);
   };
@@ -110,6 +215,11 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
   ctx.base_env = core::minimal_environment();
   ctx.clock = &clock;
   ctx.resolve_secret = [this](const std::string& name) { return secrets->get(name); };
+  ctx.await_approval = [this, &id, &sink](int index, const std::string& stage,
+                                          core::TimePoint deadline, core::Duration timeout) {
+    sink.flush();
+    return await_approval(id, index, stage, deadline, timeout);
+  };
 
   pipeline::Observer obs;
   obs.on_stage_start = [&](int index, const std::string& name) {
@@ -142,7 +252,6 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
     log->info("execution {}: stage {} {}{}", id, name, pipeline::to_string(out.status),
               out.message.empty() ? "" : ": " + out.message);
   };
-  cancel_execution = false;
   auto result = pipeline::run_execution(stages, ctx, *registry, obs, &cancel_execution);
   sink.flush();
   if (!result) return fail(result.error().message);
@@ -195,9 +304,30 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
   (void)store->set_meta("services", json(names).dump());
   sink.flush();
   (void)store->update_execution_status(id, store::ExecutionStatus::Succeeded);
-  log->info("execution {} ({}) succeeded; deploying {} service(s)", id, commit.short_sha,
+  log->info("execution {} ({}) succeeded; {} release(s) ready to deploy", id, commit.short_sha,
             releases.size());
-  for (const auto& [svc, rel] : releases) deploy_release(*svc, rel);
+  // The loop deploys (it owns the routing and the deployments); the worker only hands over.
+  std::vector<store::Release> skipped;
+  {
+    std::lock_guard lock(mu);
+    for (const auto& [svc, rel] : releases) {
+      ReadyRelease ready{*cfg, rel, ""};
+      if (auto active = store->active_deployment(svc->name); active && active->has_value()) {
+        ready.behind = (**active).id;
+      }
+      ready_releases.push_back(std::move(ready));
+    }
+    // Bounded: the oldest waiting releases are dropped (a newer one of theirs is behind them).
+    while (ready_releases.size() > kMaxReadyReleases) {
+      skipped.push_back(ready_releases.front().release);
+      ready_releases.pop_front();
+    }
+  }
+  cv.notify_all();
+  for (const auto& rel : skipped) {
+    log->warn("deploy: release {} of {} dropped: more than {} releases were waiting", rel.id,
+              rel.service, kMaxReadyReleases);
+  }
 }
 
 }  // namespace cutover::controller
