@@ -422,9 +422,12 @@ int execution_logs(const ClientOptions& c, const std::string& execution, bool fo
       after = std::max<int64_t>(after, line["seq"].get<int64_t>());
     }
     std::cout.flush();
+    // Pages of lines until there are no more; with -f, until the execution has ended too.
     const bool done = (*j).value("finished", true);
-    if (!follow || (done && (*j)["lines"].empty())) break;
-    if ((*j)["lines"].empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if ((*j)["lines"].empty()) {
+      if (!follow || done) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
   }
   return 0;
 }
