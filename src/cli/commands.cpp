@@ -415,7 +415,8 @@ namespace {
 int execution_logs(const ClientOptions& c, const std::string& execution, bool follow) {
   int64_t after = 0;
   while (true) {
-    auto j = get_json(c, "/v1/executions/" + execution + "/logs?after=" + std::to_string(after));
+    auto j = get_json(
+        c, "/v1/executions/" + execution + "/logs?limit=10000&after=" + std::to_string(after));
     if (!j) return 1;
     for (const auto& line : (*j)["lines"]) {
       std::cout << fmt::format("[{}] {}\n", str(line, "stage"), str(line, "text", ""));

@@ -18,29 +18,69 @@ using nlohmann::json;
 
 namespace {
 
-// Buffers log lines and writes them to the store in batches (one transaction per batch).
+// Buffers log lines and writes them to the store in batches (one transaction per batch): when 200
+// lines are waiting, on flush(), and every 250 ms from its own thread, so that a stage that
+// prints a line and then works quietly shows it live (`cutover logs -f`).
 class LogSink {
  public:
   LogSink(store::Store& st, std::string execution_id)
-      : store_(st), execution_id_(std::move(execution_id)) {}
-  ~LogSink() { flush(); }
+      : store_(st), execution_id_(std::move(execution_id)), flusher_([this] { run_flusher(); }) {}
+  ~LogSink() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    flusher_.join();
+    flush();
+  }
+  LogSink(const LogSink&) = delete;
+  LogSink& operator=(const LogSink&) = delete;
+
   void add(const std::string& stage, store::LogStream stream, std::string_view text) {
-    lines_.push_back({execution_id_, stage, stream, std::string(text)});
-    if (lines_.size() >= 200) flush();
+    bool full = false;
+    {
+      std::lock_guard lock(mu_);
+      lines_.push_back({execution_id_, stage, stream, std::string(text)});
+      full = lines_.size() >= 200;
+    }
+    if (full) flush();
   }
   void flush() {
-    if (lines_.empty()) return;
-    if (auto r = store_.append_logs(lines_); !r) {
-      core::logger()->warn("store: dropping {} log lines of {}: {}", lines_.size(), execution_id_,
+    // One writer at a time keeps the lines in order in the store.
+    std::lock_guard write(write_mu_);
+    std::vector<store::LogAppend> batch;
+    {
+      std::lock_guard lock(mu_);
+      batch.swap(lines_);
+    }
+    if (batch.empty()) return;
+    if (auto r = store_.append_logs(batch); !r) {
+      core::logger()->warn("store: dropping {} log lines of {}: {}", batch.size(), execution_id_,
                            r.error().message);
     }
-    lines_.clear();
   }
 
  private:
+  void run_flusher() {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(250));
+      if (stopping_ || lines_.empty()) continue;
+      lock.unlock();
+      flush();
+      lock.lock();
+    }
+  }
+
   store::Store& store_;
   std::string execution_id_;
+  std::mutex write_mu_;  // held while a batch is written
+  std::mutex mu_;        // guards lines_ and stopping_
+  std::condition_variable cv_;
   std::vector<store::LogAppend> lines_;
+  bool stopping_ = false;
+  std::thread flusher_;  // last: starts after the members it uses
 };
 
 }  // namespace
