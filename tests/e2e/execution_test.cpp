@@ -341,5 +341,55 @@ TEST_F(Executions, AFiftyMegabyteLogIsStoredWhole) {
   EXPECT_TRUE(after_ran);
 }
 
+TEST_F(Executions, ARestartCancelsWhatRanOrWaitedAndBuildsTheNewestCommitAgain) {
+  pipeline_only(
+      "    - name: build\n"
+      "      run:\n"
+      "        - while [ ! -f " +
+      gate_.string() +
+      " ]; do sleep 0.05; done\n"
+      "        - echo \"tree sees $(cat VERSION)\"\n");
+  sh(app_, "git commit -q -am 'pipeline only'");
+  const std::string v1 = head();
+  start_serve();
+  json first = wait_status(v1, "running");
+  commit_version("v2");
+  const std::string v2 = head();
+  json queued = wait_status(v2, "queued");
+  ASSERT_TRUE(queued.is_object());
+
+  // A crash: nothing gets to settle the executions.
+  serve_->kill(SIGKILL);
+  ASSERT_TRUE(serve_->wait(30s).has_value());
+  write_text(gate_, "open\n");  // the orphaned stage command of v1 ends too
+  start_serve();
+  json ran = wait_status(v1, "cancelled");
+  EXPECT_EQ(ran.value("message", ""), "controller restarted while this execution ran");
+  json rerun;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        rerun = execution_of(v2);  // the newest execution of v2
+        return rerun.is_object() && rerun.value("id", "") != queued.value("id", "") &&
+               rerun.value("status", "") == "succeeded";
+      },
+      120s))
+      << rerun.dump() << serve_log();
+  EXPECT_TRUE(logged(rerun["id"].get<std::string>(), "[build] tree sees v2"));
+  json list = cli_json({"executions"});
+  bool old_cancelled = false;
+  for (const auto& e : list["executions"]) {
+    if (e.value("id", "") == queued.value("id", "")) {
+      old_cancelled =
+          e.value("status", "") == "cancelled" &&
+          e.value("message", "") == "controller restarted while this execution was queued";
+    }
+  }
+  EXPECT_TRUE(old_cancelled) << list.dump(2);
+  // v1 is not built again: only the newest commit is.
+  int v1_runs = 0;
+  for (const auto& e : list["executions"]) v1_runs += e.value("commit_sha", "") == v1 ? 1 : 0;
+  EXPECT_EQ(v1_runs, 1);
+}
+
 }  // namespace
 }  // namespace cutover::e2e
