@@ -171,6 +171,29 @@ core::Result<void> Controller::Impl::recover() {
                                          json{{"outcome", u.phase}, {"reason", u.reason}}.dump());
     core::logger()->warn("deploy: {} of {}: {}", dep.id, name, u.reason);
   }
+  // A release built before the stop but never deployed (it was waiting for the loop, or behind a
+  // deployment) is the newest of its service with no deployment record: it is deployed now.
+  for (const auto& name : known_services(*store)) {
+    auto rels = store->list_releases(name, 1);
+    if (!rels || rels->empty()) continue;
+    const store::Release& rel = rels->front();
+    auto deps = store->list_deployments(name, 0);
+    if (!deps) continue;
+    bool deployed = false;
+    for (const auto& d : *deps) deployed = deployed || d.release_id == rel.id;
+    if (deployed) continue;
+    // Only what a successful execution released (a failed one may have released some services).
+    auto ex = store->get_execution(rel.execution_id);
+    if (!ex || !ex->has_value() || (**ex).status != store::ExecutionStatus::Succeeded) continue;
+    auto cfg = config_at(rel.commit_sha);
+    if (!cfg || (*cfg)->find_service(name) == nullptr) continue;
+    core::logger()->info(
+        "deploy: release {} of {} ({}) was built but not deployed before the "
+        "restart; deploying it",
+        rel.id, name, rel.commit_sha.substr(0, 7));
+    std::lock_guard lock(mu);
+    ready_releases.push_back(ReadyRelease{*cfg, rel, ""});
+  }
   // Commands of settled deployments are not replayed.
   if (auto pending = store->pending_commands(); pending) {
     for (const auto& c : *pending) (void)store->mark_command_done(c.id);

@@ -414,5 +414,47 @@ TEST_F(Deployment, ReleasesArrivingDuringADeploymentWaitAndOnlyTheNewestDeploys)
   EXPECT_EQ(v3_deployments, 1);
 }
 
+// A release built while a deployment ran, still waiting when the controller is killed, is
+// deployed by the restarted controller (the interrupted deployment is settled first).
+TEST_F(Deployment, AWaitingReleaseIsDeployedAfterARestart) {
+  configure("{ type: linear, percent: 10, interval: 10m }");
+  deploy_v1();
+  commit_v2();
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json d = deployment();
+        return d.is_object() && d.value("phase", "") == "AllowTraffic" &&
+               d["state"].value("weight", 0) == 1000;
+      },
+      kDeployTimeout))
+      << status().dump(2) << serve_log();
+  sh(app_, "echo v3 > VERSION && git commit -q -am v3");
+  auto r = run({"git", "-C", app_.string(), "rev-parse", "--short=7", "HEAD"});
+  const std::string v3 = r.out.substr(0, 7);
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json list = cli_json({"executions"});
+        return list.is_object() && !list["executions"].empty() &&
+               list["executions"][0].value("commit", "") == v3 &&
+               list["executions"][0].value("status", "") == "succeeded";
+      },
+      kDeployTimeout))
+      << serve_log();
+  serve_->kill(SIGKILL);
+  ASSERT_TRUE(serve_->wait(30s).has_value());
+  start_serve();
+  json hist;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        hist = cli_json({"history", "hello"});
+        return hist.is_object() && hist["deployments"].size() == 3 &&
+               hist["deployments"][0].value("commit", "") == v3;
+      },
+      kDeployTimeout))
+      << hist.dump(2) << serve_log();
+  EXPECT_EQ(hist["deployments"][1].value("status", ""), "failed") << hist.dump(2);
+  EXPECT_NE(serve_log().find("was built but not deployed before the restart"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace cutover::e2e
