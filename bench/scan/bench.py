@@ -44,7 +44,7 @@ def formats(rng):
         "slack-webhook": (lambda: f'url = "https://hooks.slack.com/services/T{rand(rng, 10, string.ascii_uppercase + string.digits)}/B{rand(rng, 10, string.ascii_uppercase + string.digits)}/{rand(rng, 24)}"', True),
         "private-key": (lambda: "-----BEGIN RSA PRIVATE KEY-----\n" + pem_body(rng, 12) + "\n-----END RSA PRIVATE KEY-----", True),
         "sendgrid-api-key": (lambda: f"SENDGRID_API_KEY=SG.{rand(rng, 22, ALNUM + '_-')}.{rand(rng, 43, ALNUM + '_-')}", True),
-        "npm-token": (lambda: f"//registry.npmjs.org/:_authToken=npm_{rand(rng, 36)}", True),
+        "npm-token": (lambda: f"//npm.internal.example/:_authToken=npm_{rand(rng, 36)}", True),
         "shopify-token": (lambda: f'SHOPIFY_TOKEN = "shpat_{rand(rng, 32, "0123456789abcdef")}"', True),
         "url-credentials": (lambda: f'DATABASE_URL = "postgres://app:{rand(rng, 16)}@db.internal:5432/app"', True),
         "stripe-secret-key": (lambda: f'stripe.api_key = "sk_live_{rand(rng, 24)}"', True),

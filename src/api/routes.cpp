@@ -106,7 +106,7 @@ Response route(controller::Controller& c, const Request& r) {
         c.decide_approval(s[2], s[3] == "approve", text("user", 64), text("comment", 1000)));
   }
   if (s.size() == 4 && s[1] == "services" && r.method == "POST" &&
-      (s[3] == "rollback" || s[3] == "abort" || s[3] == "promote")) {
+      (s[3] == "rollback" || s[3] == "abort" || s[3] == "promote" || s[3] == "retry")) {
     auto body = nlohmann::json::parse(r.body.empty() ? "{}" : r.body, nullptr, false);
     if (!body.is_object()) return error_response(400, "the body must be a JSON object");
     const std::string who = body.contains("user") && body["user"].is_string()

@@ -558,6 +558,11 @@ int cmd_operate(const ClientOptions& c, const std::string& action, const std::st
   if (j->contains("deployment")) {
     std::cout << fmt::format("{}: {} of deployment {} accepted; `cutover status {}` shows it\n",
                              service, action, str(*j, "deployment"), service);
+  } else if (action == "retry") {
+    std::cout << fmt::format(
+        "{}: retrying {}: redeploying release {} with its traffic schedule; `cutover status {}` "
+        "shows it\n",
+        service, str(*j, "retries"), str(*j, "release"), service);
   } else {
     std::cout << fmt::format("{}: no deployment in progress; redeploying release {} all at once\n",
                              service, str(*j, "release"));

@@ -111,7 +111,10 @@ int main(int argc, char** argv) {
             "Production back to the previous version now (one snapshot while blue is warm; "
             "else redeploys the previous release all at once)"},
            {"abort", "Stop the deployment in progress: traffic back to blue, green stopped"},
-           {"promote", "Skip the remaining traffic steps and waits of the deployment"}}) {
+           {"promote", "Skip the remaining traffic steps and waits of the deployment"},
+           {"retry",
+            "Deploy again the release of the latest deployment, which failed, rolled back or "
+            "was stopped"}}) {
     auto* op = app.add_subcommand(name, what);
     op->add_option("service", service, "The service")->required();
     op->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));

@@ -525,9 +525,12 @@ core::Result<nlohmann::json> Controller::operate(const std::string& service,
     kind = deploy::EventKind::Abort;
   } else if (action == "promote") {
     kind = deploy::EventKind::Promote;
+  } else if (action == "retry") {
+    kind = deploy::EventKind::Start;  // not an event of a running deployment: a new one
   } else {
-    return core::Error("unknown action \"" + action + "\"; expected rollback, abort or promote",
-                       core::ErrorKind::Invalid);
+    return core::Error(
+        "unknown action \"" + action + "\"; expected rollback, abort, promote or retry",
+        core::ErrorKind::Invalid);
   }
   auto active = impl.store->active_deployment(service);
   if (!active) return internal(active.error());
@@ -539,6 +542,39 @@ core::Result<nlohmann::json> Controller::operate(const std::string& service,
   }
   const std::string actor = who.empty() ? "operator" : who;
   json out{{"service", service}, {"action", action}};
+  if (action == "retry") {
+    // Deploys the release of the latest deployment again, with its traffic schedule, when that
+    // deployment failed, rolled back or was stopped (CodeDeploy's "retry deployment").
+    if (active->has_value()) {
+      return core::Error("deployment " + (**active).id + " of " + service +
+                             " is in progress; retry is for a deployment that ended without "
+                             "succeeding",
+                         core::ErrorKind::Conflict);
+    }
+    auto deps = impl.store->list_deployments(service, 1);
+    if (!deps) return internal(deps.error());
+    if (deps->empty()) {
+      return core::Error("no deployment of " + service + " to retry", core::ErrorKind::NotFound);
+    }
+    const store::Deployment& last = deps->front();
+    if (last.status == store::DeploymentStatus::Succeeded ||
+        last.status == store::DeploymentStatus::Superseded) {
+      return core::Error("the latest deployment of " + service + " (" + last.id + ") is " +
+                             std::string(store::to_string(last.status)) + "; nothing to retry",
+                         core::ErrorKind::Conflict);
+    }
+    {
+      std::lock_guard lock(impl.mu);
+      impl.redeploy_requests[service] = {.release_id = last.release_id, .why = "retry"};
+      impl.poll_requested = true;
+    }
+    impl.cv.notify_all();
+    out["release"] = last.release_id;
+    out["retries"] = last.id;
+    out["status"] = "redeploying release " + last.release_id + " of " + last.id;
+    (void)impl.store->append_audit(actor, "deploy.retry", "service:" + service, out.dump());
+    return out;
+  }
   if (active->has_value()) {
     const std::string& id = (**active).id;
     {
@@ -569,7 +605,8 @@ core::Result<nlohmann::json> Controller::operate(const std::string& service,
     }
     {
       std::lock_guard lock(impl.mu);
-      impl.redeploy_requests[service] = *previous;
+      impl.redeploy_requests[service] = {
+          .release_id = *previous, .fast_path = true, .why = "rollback"};
       impl.poll_requested = true;
     }
     impl.cv.notify_all();

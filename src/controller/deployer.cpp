@@ -16,6 +16,9 @@ using nlohmann::json;
 
 namespace {
 
+// How soon the alarms look again when the proxy has not closed the new second's datapoint yet.
+constexpr auto kDatapointRecheck = std::chrono::milliseconds(20);
+
 // The deployment's state as stored and shown by `cutover status`; the deadline of the current
 // wait as wall-clock time (Unix ms), so that the time left can be shown.
 json state_json(const deploy::Deployment& d, const core::Clock& clock) {
@@ -323,6 +326,7 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
   core::TimePoint next_alarm_check{};
   core::TimePoint next_fetch = clock.now() + opts.poll_interval;
   bool newer_waiting = false;
+  int64_t alarm_second = 0;  // the newest datapoint the alarms were evaluated on
   std::optional<core::TimePoint> timer;
   std::vector<std::string> green_ids;
   const deploy::Color green_color = d.green;
@@ -362,9 +366,23 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
           }
         }
       }
+      // The proxy closes the datapoint of second S as S+1 begins. The alarms are evaluated right
+      // after that, once per new datapoint (not on a free-running 1 s timer, which would add up
+      // to a second between a breach and the rollback).
       if (watching_alarms && now >= next_alarm_check) {
-        next_alarm_check = now + std::chrono::seconds(1);
-        if (auto ev = evaluate_alarms(service, green, blue); ev) {
+        int64_t second = 0;
+        auto ev = evaluate_alarms(service, green, blue, &second);
+        if (!ev) {
+          next_alarm_check = now + std::chrono::seconds(1);
+          log->warn("deploy: {}: alarms not evaluated: {}", d.id, ev.error().message);
+        } else if (second <= alarm_second) {
+          next_alarm_check = now + kDatapointRecheck;  // not closed yet: look again shortly
+        } else {
+          alarm_second = second;
+          const auto into_second = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       clock.wall().time_since_epoch()) %
+                                   std::chrono::seconds(1);
+          next_alarm_check = now + (std::chrono::seconds(1) - into_second) + kDatapointRecheck;
           if (ev->verdict != last_verdict || ev->verdict == alarm::Verdict::Alarm) {
             last_verdict = ev->verdict;
             deploy::Event e{.kind = deploy::EventKind::AlarmVerdict, .detail = ev->summary};
@@ -373,8 +391,6 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
                                                              : deploy::AlarmState::InsufficientData;
             events.push_back(std::move(e));
           }
-        } else {
-          log->warn("deploy: {}: alarms not evaluated: {}", d.id, ev.error().message);
         }
       }
       // Commits keep being fetched and built while this deployment runs.
@@ -392,7 +408,9 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
         timer.reset();
       }
       if (events.empty()) {
-        wait_until(clock.now() + std::chrono::milliseconds(100));
+        auto wake = clock.now() + std::chrono::milliseconds(100);
+        if (watching_alarms) wake = std::min(wake, next_alarm_check);
+        wait_until(wake);
         continue;
       }
     }
@@ -601,10 +619,12 @@ core::Result<void> Controller::Impl::run_hook(const config::Service& service,
 
 core::Result<alarm::Evaluation> Controller::Impl::evaluate_alarms(const config::Service& service,
                                                                   const std::string& green,
-                                                                  const std::string& blue) {
+                                                                  const std::string& blue,
+                                                                  int64_t* last_second) {
   auto series = proxy_admin->stats_series();
   if (!series) return series.error();
   if (!series->last) return core::Error("the proxy has no datapoints yet");
+  if (last_second != nullptr) *last_second = *series->last;
   const int64_t now = *series->last + 1;  // every datapoint up to `last` is final
   const auto* g = series->find_group(group_name(service.name, green));
   const auto* b = series->find_group(group_name(service.name, blue));
@@ -710,21 +730,23 @@ void Controller::Impl::deploy_ready_releases() {
 }
 
 void Controller::Impl::run_redeploys() {
-  std::map<std::string, std::string> requests;
+  std::map<std::string, Redeploy> requests;
   {
     std::lock_guard lock(mu);
     requests.swap(redeploy_requests);
   }
-  for (const auto& [name, release_id] : requests) {
+  for (const auto& [name, request] : requests) {
     auto log = core::logger();
+    const std::string& release_id = request.release_id;
+    const std::string& why = request.why;
     auto rel = store->get_release(release_id);
     if (!rel || !rel->has_value()) {
-      log->error("rollback of {}: release {} is gone", name, release_id);
+      log->error("{} of {}: release {} is gone", why, name, release_id);
       continue;
     }
     auto cfg = config_at((**rel).commit_sha);
     if (!cfg) {
-      log->error("rollback of {}: {}", name, cfg.error().message);
+      log->error("{} of {}: {}", why, name, cfg.error().message);
       continue;
     }
     const config::Service* svc = nullptr;
@@ -732,12 +754,13 @@ void Controller::Impl::run_redeploys() {
       if (s.name == name) svc = &s;
     }
     if (!svc) {
-      log->error("rollback of {}: release {} has no service {}", name, release_id, name);
+      log->error("{} of {}: release {} has no service {}", why, name, release_id, name);
       continue;
     }
-    log->warn("rollback of {}: redeploying release {} ({}) all at once", name, release_id,
-              (**rel).commit_sha.substr(0, 7));
-    deploy_release(*svc, **rel, /*fast_path=*/true);
+    log->warn("{} of {}: redeploying release {} ({}){}", why, name, release_id,
+              (**rel).commit_sha.substr(0, 7),
+              request.fast_path ? " all at once" : " with its traffic schedule");
+    deploy_release(*svc, **rel, request.fast_path);
   }
 }
 

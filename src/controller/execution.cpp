@@ -260,6 +260,17 @@ void Controller::Impl::run_execution(const std::string& id, const source::Commit
     sink.flush();
     return await_approval(id, index, stage, deadline, timeout);
   };
+  // `scan: secrets` looks at what came after the last commit that passed its pipeline.
+  ctx.repository = opts.state_dir / "source";
+  ctx.scan_cache_dir = opts.state_dir / "scan-cache";
+  if (auto recent = store->list_executions(200); recent) {
+    for (const auto& past : *recent) {
+      if (past.id != id && past.status == store::ExecutionStatus::Succeeded) {
+        ctx.scan_since = past.commit_sha;
+        break;
+      }
+    }
+  }
 
   pipeline::Observer obs;
   obs.on_stage_start = [&](int index, const std::string& name) {

@@ -61,8 +61,14 @@ struct Controller::Impl {
   bool poll_requested = false;  // guarded by mu
   // Operator events for the deployment in progress, by service (guarded by mu).
   std::map<std::string, std::vector<deploy::Event>> operator_events;
-  // Rollbacks after the deployment ended: service -> release to redeploy (guarded by mu).
-  std::map<std::string, std::string> redeploy_requests;
+  // Redeploys asked for by an operator when no deployment is in progress (guarded by mu):
+  // rollback (the previous release, all at once) and retry (the failed release, on its schedule).
+  struct Redeploy {
+    std::string release_id;
+    bool fast_path = false;
+    std::string why;  // "rollback" | "retry", for the log
+  };
+  std::map<std::string, Redeploy> redeploy_requests;
 
   // ---- the pipeline worker (execution.cpp) ------------------------------------------------------
   // One worker thread runs executions one at a time. The loop records each new commit as a queued
@@ -200,9 +206,10 @@ struct Controller::Impl {
   core::Result<void> run_hook(const config::Service& service, const store::Release& release,
                               const deploy::Deployment& d, deploy::Hook hook);
   // Evaluates the service's alarms on the proxy's datapoints of the green and blue groups.
+  // *last_second is set to the newest final datapoint's second (unix time) the verdict is on.
   core::Result<alarm::Evaluation> evaluate_alarms(const config::Service& service,
-                                                  const std::string& green,
-                                                  const std::string& blue);
+                                                  const std::string& green, const std::string& blue,
+                                                  int64_t* last_second = nullptr);
 };
 
 // "hello-blue"

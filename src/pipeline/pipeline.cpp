@@ -109,7 +109,12 @@ class StageRunner {
         stage_.scan == config::ScanKind::Secrets ? scan::Gate::Secrets : scan::Gate::Config;
     const char* gate_name = gate == scan::Gate::Secrets ? "secrets" : "config";
     note(std::string("running the ") + gate_name + " gate");
-    auto r = scan::run_gate(gate, ctx_.workspace);
+    scan::GateOptions options{.cache_dir = ctx_.scan_cache_dir,
+                              .repository = ctx_.repository,
+                              .commit = ctx_.commit_sha,
+                              .since = ctx_.scan_since,
+                              .log = [this](const std::string& line) { note(line); }};
+    auto r = scan::run_gate(gate, ctx_.workspace, options);
     if (r) {
       note("gate passed");
       return {StageStatus::Succeeded, "", {}};

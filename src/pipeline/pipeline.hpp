@@ -25,8 +25,10 @@
 //    after it succeeds.
 //  - After success, `artifacts:` are put into the registry; the outcome carries the Artifact.
 //
-// A `scan` stage calls scan::run_gate on the workspace (secrets: every file of the checkout, with
-// its .gitleaks.toml and .gitleaksignore): mode block fails the stage on a finding or
+// A `scan` stage calls scan::run_gate on the workspace (secrets: with the checkout's .gitleaks.toml
+// and .gitleaksignore, the lines the commits since ctx.scan_since added — what the push brought,
+// like `cutover scan --since` — or every file of the checkout when there is no earlier scanned
+// commit or the repository lost it): mode block fails the stage on a finding or
 // when the gate cannot run; mode report logs it and passes.
 //
 // An `approval` stage runs no command: it calls ExecutionContext::await_approval with its deadline
@@ -39,6 +41,7 @@
 //
 // The callback is the controller's business (store status `waiting`, the API's approve/reject,
 // the audit trail); pipeline only knows the decision. Without a callback the stage fails.
+//
 // The first stage that does not succeed ends the execution; the stages after it are Skipped: for
 // them the Observer gets on_stage_end (status Skipped) but no on_stage_start, and no command runs.
 //
@@ -103,6 +106,12 @@ struct ExecutionContext {
   std::string branch;
   std::filesystem::path workspace;   // the clean checkout; commands run here
   std::filesystem::path cache_root;  // per-stage caches live in cache_root/<stage name>/
+  // `scan: secrets` stages: the git repository holding commit_sha (the controller's mirror) and
+  // the last commit whose execution passed, so only what came after it is scanned. Either empty =
+  // scan the whole checkout. scan_cache_dir keeps compiled rule databases ("" = none).
+  std::filesystem::path repository;
+  std::string scan_since;
+  std::filesystem::path scan_cache_dir;
   std::map<std::string, std::string> base_env;
   // Resolves a secret-store name (Stage::secrets values) to its value. Unset: a stage that declares
   // secrets fails with a clear message.

@@ -82,7 +82,7 @@ const std::vector<Sample>& samples() {
       {"google-api-key", "key=AIza8fUkkibjL5DZPjN0MEQ7wjJJibaZUPgHV7i&q=x\n",
        "AIza8fUkkibjL5DZPjN0MEQ7wjJJibaZUPgHV7i",
        "AIzaSyShort and AIza8fUkkibjL5DZPjN0MEQ7wjJJibaZUPgHV7iXX\n"},
-      {"npm-token", "//registry.npmjs.org/:_authToken=npm_B3m03nbqnsGpWLuqIA1id6Vw5DQL05HA064G\n",
+      {"npm-token", "//npm.internal.example/:_authToken=npm_B3m03nbqnsGpWLuqIA1id6Vw5DQL05HA064G\n",
        "npm_B3m03nbqnsGpWLuqIA1id6Vw5DQL05HA064G",
        "npm_config_cache=/tmp/npm_cache_directory_here\n"},
       {"pypi-token",

@@ -73,8 +73,22 @@ std::string iso_time(const git_time& t) {
 
 }  // namespace
 
+bool has_commit(const fs::path& repo_path, const std::string& rev) {
+  static std::once_flag once;
+  std::call_once(once, [] { git_libgit2_init(); });
+  GitPtr<git_repository, git_repository_free> repo;
+  if (git_repository_open_ext(&repo.p, repo_path.c_str(), GIT_REPOSITORY_OPEN_NO_SEARCH, nullptr) !=
+      0) {
+    return false;
+  }
+  GitPtr<git_object, git_object_free> obj, commit;
+  return git_revparse_single(&obj.p, repo.p, rev.c_str()) == 0 &&
+         git_object_peel(&commit.p, obj.p, GIT_OBJECT_COMMIT) == 0;
+}
+
 Result<ScanReport> Scanner::scan_history(const fs::path& repo_path,
-                                         const std::optional<std::string>& since) const {
+                                         const std::optional<std::string>& since,
+                                         const std::optional<std::string>& until) const {
   static std::once_flag once;
   std::call_once(once, [] { git_libgit2_init(); });
 
@@ -87,8 +101,20 @@ Result<ScanReport> Scanner::scan_history(const fs::path& repo_path,
   if (git_revwalk_new(&walk.p, repo.p) != 0) return Error(git_failure("revwalk"));
   git_revwalk_sorting(walk.p, GIT_SORT_TOPOLOGICAL | GIT_SORT_TIME);
   ScanReport report;
-  if (git_repository_head_unborn(repo.p) == 1) return report;  // no commits yet: nothing added
-  if (git_revwalk_push_head(walk.p) != 0) return Error(git_failure("HEAD"));
+  if (until) {
+    GitPtr<git_object, git_object_free> obj;
+    if (git_revparse_single(&obj.p, repo.p, until->c_str()) != 0) {
+      return Error(git_failure(*until + ": unknown revision"));
+    }
+    GitPtr<git_object, git_object_free> commit;
+    if (git_object_peel(&commit.p, obj.p, GIT_OBJECT_COMMIT) != 0) {
+      return Error(git_failure(*until + ": not a commit"));
+    }
+    if (git_revwalk_push(walk.p, git_object_id(commit.p)) != 0) return Error(git_failure(*until));
+  } else {
+    if (git_repository_head_unborn(repo.p) == 1) return report;  // no commits yet: nothing added
+    if (git_revwalk_push_head(walk.p) != 0) return Error(git_failure("HEAD"));
+  }
   if (since) {
     GitPtr<git_object, git_object_free> obj;
     if (git_revparse_single(&obj.p, repo.p, since->c_str()) != 0) {

@@ -147,5 +147,78 @@ TEST_F(HistoryScan, ErrorsAreClear) {
   EXPECT_NE(r.error().message.find("not a git repository"), std::string::npos);
 }
 
+// The pipeline's `scan: secrets` gate: with the mirror, the execution's commit and the last commit
+// that passed, it scans the lines the commits in between added (in a bare repository, at a commit
+// that is not HEAD), falls back to the whole checkout when the earlier commit is gone, and caches
+// the compiled rules.
+TEST_F(HistoryScan, GateScansWhatThePushAddedInTheMirror) {
+  write("README", "hello\n");
+  commit("first");
+  const std::string first = head();
+  write("config.py", std::string("TOKEN = '") + kGhp + "'\n");
+  commit("leak");
+  const std::string leak = head();
+  write("README", "hello again\n");
+  commit("third");
+  const std::string third = head();
+  write("README", "later\n");
+  commit("fourth, not part of this execution");
+
+  core::TempDir mirror_parent, checkout, cache;
+  const fs::path mirror = mirror_parent.path() / "source";
+  ASSERT_EQ(std::system(("git clone -q --bare '" + dir_.path().string() + "' '" + mirror.string() +
+                         "' >/dev/null 2>&1")
+                            .c_str()),
+            0);
+  // The checkout the pipeline would run in: the tree of `third`.
+  ASSERT_EQ(std::system(("git -C '" + dir_.path().string() + "' archive " + third +
+                         " | tar -x -C '" + checkout.path().string() + "'")
+                            .c_str()),
+            0);
+  std::vector<std::string> said;
+  GateOptions options{.cache_dir = cache.path(),
+                      .repository = mirror,
+                      .commit = third,
+                      .since = first,
+                      .log = [&](const std::string& line) { said.push_back(line); }};
+  auto r = run_gate(Gate::Secrets, checkout.path(), options);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().kind, core::ErrorKind::Conflict);
+  EXPECT_NE(r.error().message.find("config.py:1:10: github-pat in commit " + leak.substr(0, 7)),
+            std::string::npos)
+      << r.error().message;
+  EXPECT_EQ(r.error().message.find(kGhp), std::string::npos) << "the secret is never shown";
+  ASSERT_EQ(said.size(), 1u);
+  EXPECT_NE(said[0].find("2 commit(s) since " + first.substr(0, 7)), std::string::npos) << said[0];
+  size_t cached = 0;
+  for (const auto& e : fs::directory_iterator(cache.path()))
+    cached += e.path().extension() == ".hsdb";
+  EXPECT_EQ(cached, 1u);
+
+  // The leak passed (say, as a baselined secret): what came after it is clean.
+  said.clear();
+  options.since = leak;
+  EXPECT_TRUE(run_gate(Gate::Secrets, checkout.path(), options));
+  ASSERT_EQ(said.size(), 1u);
+  EXPECT_NE(said[0].find("1 commit(s) since " + leak.substr(0, 7)), std::string::npos) << said[0];
+
+  // The earlier commit is unknown (a force-push removed it): the whole checkout is scanned.
+  said.clear();
+  options.since = std::string(40, 'a');
+  r = run_gate(Gate::Secrets, checkout.path(), options);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("config.py:1:10: github-pat ("), std::string::npos)
+      << r.error().message;
+  ASSERT_EQ(said.size(), 1u);
+  EXPECT_NE(said[0].find("gone from the repository"), std::string::npos) << said[0];
+
+  // A first execution has nothing to compare with.
+  said.clear();
+  options.since.clear();
+  EXPECT_FALSE(run_gate(Gate::Secrets, checkout.path(), options));
+  ASSERT_EQ(said.size(), 2u);
+  EXPECT_NE(said[0].find("no earlier scanned commit"), std::string::npos) << said[0];
+}
+
 }  // namespace
 }  // namespace cutover::scan

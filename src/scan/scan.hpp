@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -132,9 +133,11 @@ class Scanner {
   core::Result<ScanReport> scan_directory(const std::filesystem::path& root) const;
 
   // History mode: the lines each commit added (diff against its first parent; the whole tree for a
-  // root commit) of the commits reachable from HEAD, or only of since..HEAD when since is set.
+  // root commit) of the commits reachable from `until` (default HEAD), or only of since..until
+  // when since is set. repo may be bare (the controller's mirror).
   core::Result<ScanReport> scan_history(const std::filesystem::path& repo,
-                                        const std::optional<std::string>& since) const;
+                                        const std::optional<std::string>& since,
+                                        const std::optional<std::string>& until = {}) const;
 
   struct Impl;
 
@@ -212,10 +215,28 @@ core::Result<void> run_sarif_gate(const std::filesystem::path& root, const std::
 
 enum class Gate { Secrets, Config };
 
+// True when the git repository at repo resolves rev to a commit.
+bool has_commit(const std::filesystem::path& repo, const std::string& rev);
+
+struct GateOptions {
+  // Compiled rule databases are cached here by rule hash ("" = compile every time).
+  std::filesystem::path cache_dir = {};
+  // Secrets, incremental: with repository (a git repository, bare or not, holding both commits)
+  // and commit set, only the lines the commits since..commit added are scanned, like
+  // `cutover scan --since`. since empty (a first execution) or unknown to the repository (a
+  // force-push dropped it) scans the whole checkout instead, and says so through log.
+  std::filesystem::path repository = {};
+  std::string commit = {};
+  std::string since = {};
+  // What the gate did ("scanned 3 commits since 1a2b3c4: 12 files, 4 KiB"); may be null.
+  std::function<void(const std::string&)> log = {};
+};
+
 // Runs gate over the checkout at root. Secrets: the default rules, or root/.gitleaks.toml when
 // present, with root/.gitleaksignore. Config: check_config on root/cutover.yaml. An error when the
 // gate finds something (kind Conflict, the message lists the findings with secrets redacted) or
 // cannot run (kind Internal or Invalid).
-core::Result<void> run_gate(Gate gate, const std::filesystem::path& root);
+core::Result<void> run_gate(Gate gate, const std::filesystem::path& root,
+                            const GateOptions& options = {});
 
 }  // namespace cutover::scan

@@ -261,7 +261,7 @@ TEST_F(Deployment, ControllerKilledDuringAllowTrafficLosesNoRequest) {
               ended.c_str(), v2_reason().c_str(), load.total());
 }
 
-TEST_F(Deployment, OperatorPromoteRollbackAndAbort) {
+TEST_F(Deployment, OperatorPromoteRollbackAbortAndRetry) {
   configure("{ type: linear, percent: 10, interval: 5m }");
   deploy_v1();
   Load load(port_);
@@ -328,6 +328,37 @@ TEST_F(Deployment, OperatorPromoteRollbackAndAbort) {
       },
       60s))
       << serve_log();
+
+  // retry: v3's rolled-back release deploys again, on its own schedule (a new deployment);
+  // while it runs, another retry is refused.
+  auto retried = cli("retry");
+  EXPECT_EQ(retried.exit_code, 0) << retried.err;
+  EXPECT_NE(retried.out.find("with its traffic schedule"), std::string::npos) << retried.out;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json d = deployment();
+        return d.is_object() && d.value("phase", "") == "TerminationWait";
+      },
+      kDeployTimeout))
+      << status().dump(2) << serve_log();
+  EXPECT_TRUE(serves("v3"));
+  auto again = cli("retry");
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.err.find("is in progress"), std::string::npos) << again.err;
+  EXPECT_EQ(cli("promote").exit_code, 0);  // ends the 5 minutes of TerminationWait
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json hist = cli_json({"history", "hello"});
+        return hist.is_object() && hist["deployments"].size() == 5 &&
+               hist["deployments"][0].value("status", "") == "succeeded" &&
+               hist["deployments"][0].value("commit", "") ==
+                   hist["deployments"][1].value("commit", "?");
+      },
+      60s))
+      << cli_json({"history", "hello"}).dump(2) << serve_log();
+  auto nothing = cli("retry");
+  EXPECT_NE(nothing.exit_code, 0);
+  EXPECT_NE(nothing.err.find("succeeded; nothing to retry"), std::string::npos) << nothing.err;
   load.stop();
   EXPECT_EQ(load.failures(), 0) << load.first_failure();
 }

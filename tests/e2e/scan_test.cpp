@@ -2,6 +2,8 @@
 // --config and --history/--since on a git repository made by the test.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
@@ -50,8 +52,7 @@ TEST_F(ScanCommand, ExitCodesRedactionAndFormats) {
   auto sarif = scan({dir_.path().string(), "--format", "sarif"});
   EXPECT_EQ(sarif.exit_code, 1);
   auto s = nlohmann::json::parse(sarif.out);
-  // What GitHub code scanning requires of an upload. (The OASIS SARIF 2.1.0 JSON schema is not
-  // packaged in Debian, so no test validates against the schema file itself.)
+  // What GitHub code scanning requires of an upload, beyond the schema (SarifMatchesTheSchema).
   EXPECT_EQ(s["version"], "2.1.0");
   ASSERT_TRUE(s["runs"].is_array());
   EXPECT_EQ(s["runs"][0]["tool"]["driver"]["name"], "cutover");
@@ -125,6 +126,52 @@ TEST_F(ScanCommand, HistoryAndSince) {
   auto bad = scan({dir_.path().string(), "--since", "nope"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("--since nope: unknown revision"), std::string::npos) << bad.err;
+}
+
+// Every SARIF document cutover writes validates against the OASIS SARIF 2.1.0 JSON schema (the
+// final rtm.5 text, which scripts/setup installs): findings of several rules, none, and history
+// findings with commits. A document broken on purpose must fail, so the validator is live.
+TEST_F(ScanCommand, SarifMatchesTheSchema) {
+  const char* env = std::getenv("CUTOVER_SARIF_SCHEMA");
+  const fs::path schema = env ? env : "/var/cache/cutover-dev/sarif-2.1.0-rtm.5.json";
+  ASSERT_TRUE(fs::exists(schema)) << schema << " is missing: run scripts/setup";
+  const std::string validator = std::string(CUTOVER_SOURCE_DIR) + "/tests/tools/validate_sarif.py";
+  const auto validate = [&](const std::string& name, const std::string& text) {
+    const fs::path file = out_.path() / name;
+    write_text(file, text);
+    return run({"python3", validator, schema.string(), file.string()});
+  };
+
+  auto empty = scan({dir_.path().string(), "--format", "sarif"});
+  EXPECT_EQ(empty.exit_code, 0) << empty.err;
+  auto r = validate("empty.sarif", empty.out);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+
+  write_text(dir_.path() / "a.py", std::string("T = \"") + kGhp + "\"\n");
+  write_text(dir_.path() / "b.ini", std::string("token=") + kNpm + "\n");
+  write_text(dir_.path() / "key.pem",
+             "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAvK2mN8ZqJ3Yb7aXwQv0dE1n6\n"
+             "-----END RSA PRIVATE KEY-----\n");
+  auto files = scan({dir_.path().string(), "--format", "sarif"});
+  EXPECT_EQ(files.exit_code, 1) << files.err;
+  auto doc = nlohmann::json::parse(files.out);
+  EXPECT_GE(doc["runs"][0]["results"].size(), 2u) << files.out;
+  r = validate("files.sarif", files.out);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+
+  const std::string git = "git -c user.name=T -c user.email=t@example.com -c commit.gpgsign=false ";
+  sh(dir_.path(), "git init -q -b main && " + git + "add -A && " + git + "commit -qm leak");
+  auto history = scan({dir_.path().string(), "--history", "--format", "sarif"});
+  EXPECT_EQ(history.exit_code, 1) << history.err;
+  r = validate("history.sarif", history.out);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+
+  // The validator rejects what the schema forbids: an unknown level and a missing message.
+  doc["runs"][0]["results"][0]["level"] = "fatal";
+  doc["runs"][0]["results"][0].erase("message");
+  r = validate("broken.sarif", doc.dump());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("runs/0/results/0"), std::string::npos) << r.out;
 }
 
 }  // namespace
