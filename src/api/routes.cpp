@@ -124,6 +124,19 @@ Response route(controller::Controller& c, const Request& r) {
     return from(
         c.logs(s[2], int_param(r, "after", 0), static_cast<int>(int_param(r, "limit", 1000))));
   }
+  if (s.size() == 4 && s[1] == "executions" && r.method == "POST" &&
+      (s[3] == "cancel" || s[3] == "approve" || s[3] == "reject")) {
+    auto body = nlohmann::json::parse(r.body.empty() ? "{}" : r.body, nullptr, false);
+    if (!body.is_object()) return error_response(400, "the body must be a JSON object");
+    const auto text = [&](const char* key, size_t limit) -> std::string {
+      return body.contains(key) && body[key].is_string()
+                 ? body[key].get<std::string>().substr(0, limit)
+                 : "";
+    };
+    if (s[3] == "cancel") return from(c.cancel(s[2], text("user", 64)));
+    return from(
+        c.decide_approval(s[2], s[3] == "approve", text("user", 64), text("comment", 1000)));
+  }
   if (s.size() == 4 && s[1] == "services" && r.method == "POST" &&
       (s[3] == "rollback" || s[3] == "abort" || s[3] == "promote" || s[3] == "retry")) {
     auto body = nlohmann::json::parse(r.body.empty() ? "{}" : r.body, nullptr, false);

@@ -430,16 +430,20 @@ namespace {
 int execution_logs(const ClientOptions& c, const std::string& execution, bool follow) {
   int64_t after = 0;
   while (true) {
-    auto j = get_json(c, "/v1/executions/" + execution + "/logs?after=" + std::to_string(after));
+    auto j = get_json(
+        c, "/v1/executions/" + execution + "/logs?limit=10000&after=" + std::to_string(after));
     if (!j) return 1;
     for (const auto& line : (*j)["lines"]) {
       std::cout << fmt::format("[{}] {}\n", str(line, "stage"), str(line, "text", ""));
       after = std::max<int64_t>(after, line["seq"].get<int64_t>());
     }
     std::cout.flush();
+    // Pages of lines until there are no more; with -f, until the execution has ended too.
     const bool done = (*j).value("finished", true);
-    if (!follow || (done && (*j)["lines"].empty())) break;
-    if ((*j)["lines"].empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if ((*j)["lines"].empty()) {
+      if (!follow || done) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
   }
   return 0;
 }
@@ -577,6 +581,30 @@ int cmd_operate(const ClientOptions& c, const std::string& action, const std::st
   } else {
     std::cout << fmt::format("{}: no deployment in progress; redeploying release {} all at once\n",
                              service, str(*j, "release"));
+  }
+  return 0;
+}
+
+int cmd_execution_action(const ClientOptions& c, const std::string& action,
+                         const std::string& execution, const std::string& comment) {
+  const char* user = std::getenv("USER");
+  json body{{"user", std::string("cli:") + (user ? user : "unknown")}};
+  if (!comment.empty()) body["comment"] = comment;
+  auto j =
+      call_json(c, "POST", "/v1/executions/" + encode_path(execution) + "/" + action, body.dump());
+  if (!j) return 1;
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+    return 0;
+  }
+  if (action == "cancel") {
+    std::cout << fmt::format("execution {} ({}): {}\n", execution, str(*j, "commit"),
+                             str(*j, "was") == "queued"
+                                 ? "cancelled before it started"
+                                 : "cancelling: its commands are being stopped");
+  } else {
+    std::cout << fmt::format("execution {} ({}): stage {} {} by {}\n", execution, str(*j, "commit"),
+                             str(*j, "stage"), str(*j, "decision"), str(*j, "user"));
   }
   return 0;
 }

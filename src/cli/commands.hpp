@@ -58,6 +58,11 @@ int cmd_history(const ClientOptions& c, const std::string& service);
 int cmd_executions(const ClientOptions& c, int limit);
 // rollback | abort | promote SERVICE (Controller::operate).
 int cmd_operate(const ClientOptions& c, const std::string& action, const std::string& service);
+// cancel EXECUTION; approve|reject EXECUTION [--comment TEXT] (action "cancel", "approve" or
+// "reject"). Audited with the OS user ($USER). Exit 1 when the API refuses (unknown id: 404, not
+// waiting or already finished: 409), with its message on stderr.
+int cmd_execution_action(const ClientOptions& c, const std::string& action,
+                         const std::string& execution, const std::string& comment);
 // `secrets set NAME`: the value is read from stdin (hidden when it is a terminal).
 int cmd_secrets_set(const ClientOptions& c, const std::string& name, bool keep_newline);
 int cmd_secrets_list(const ClientOptions& c);

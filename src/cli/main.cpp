@@ -127,6 +127,20 @@ int main(int argc, char** argv) {
     operations[name] = op;
   }
 
+  std::string comment;
+  std::map<std::string, CLI::App*> execution_actions;
+  for (const auto& [name, what] : std::vector<std::pair<std::string, std::string>>{
+           {"cancel", "Cancel a queued or running execution (its commands are killed)"},
+           {"approve", "Approve the approval stage an execution waits in"},
+           {"reject", "Reject the approval stage an execution waits in (the execution fails)"}}) {
+    auto* act = app.add_subcommand(name, what);
+    act->add_option("execution", execution, "Execution id (ex-...)")->required();
+    if (name != "cancel") act->add_option("--comment", comment, "Why (kept in the audit trail)");
+    act->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
+    add_client(act);
+    execution_actions[name] = act;
+  }
+
   std::string secret_name;
   bool keep_newline = false;
   auto* sec =
@@ -193,6 +207,9 @@ int main(int argc, char** argv) {
   if (ex->parsed()) return cmd_executions(client, limit);
   for (const auto& [name, op] : operations) {
     if (op->parsed()) return cmd_operate(client, name, service);
+  }
+  for (const auto& [name, act] : execution_actions) {
+    if (act->parsed()) return cmd_execution_action(client, name, execution, comment);
   }
   if (tl->parsed()) return cmd_task_log(task_log_file, task_log_format == "k8s-file");
   if (sec_set->parsed()) return cmd_secrets_set(client, secret_name, keep_newline);

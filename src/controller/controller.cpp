@@ -81,6 +81,7 @@ core::Result<void> Controller::start() {
   }
   impl_->supervisor->start();
   impl_->podman_supervisor->start();
+  impl_->worker_thread = std::thread([impl = impl_.get()] { impl->run_worker(); });
   impl_->loop_thread = std::thread([impl = impl_.get()] { impl->run_loop(); });
   return {};
 }
@@ -90,8 +91,18 @@ void Controller::stop() {
     std::lock_guard lock(impl_->mu);
     impl_->stopping = true;
   }
-  impl_->cancel_execution = true;
+  {
+    // The running execution is cancelled (its command tree killed) and the worker joined.
+    std::lock_guard lock(impl_->exec_mu);
+    impl_->worker_stopping = true;
+    if (!impl_->running_execution.empty() && impl_->cancelled_by.empty()) {
+      impl_->cancelled_by = "the controller (stopping)";
+    }
+    impl_->cancel_execution = true;
+  }
+  impl_->exec_cv.notify_all();
   impl_->cv.notify_all();
+  if (impl_->worker_thread.joinable()) impl_->worker_thread.join();
   if (impl_->loop_thread.joinable()) impl_->loop_thread.join();
   impl_->supervisor->shutdown();
   impl_->podman_supervisor->shutdown();
@@ -115,7 +126,17 @@ bool Controller::Impl::stop_requested() {
 
 bool Controller::Impl::wait_until(core::TimePoint until) {
   std::unique_lock lock(mu);
-  while (!stopping && !poll_requested) {
+  while (!stopping) {
+    const auto left = until - clock.now();
+    if (left <= core::Duration::zero()) break;
+    cv.wait_for(lock, std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(100)));
+  }
+  return !stopping;
+}
+
+bool Controller::Impl::wait_for_work(core::TimePoint until) {
+  std::unique_lock lock(mu);
+  while (!stopping && !poll_requested && ready_releases.empty()) {
     const auto left = until - clock.now();
     if (left <= core::Duration::zero()) break;
     // The clock may be simulated, so wait in short real slices and re-read it.
@@ -131,7 +152,7 @@ void Controller::Impl::run_loop() {
       poll_requested = false;
     }
     tick();
-    if (!wait_until(clock.now() + opts.poll_interval)) break;
+    if (!wait_for_work(clock.now() + opts.poll_interval)) break;
   }
 }
 
@@ -180,6 +201,11 @@ void Controller::Impl::tick() {
     if (auto r = publish_routes(); !r) core::logger()->error("proxy: {}", r.error().message);
   }
   run_redeploys();
+  poll_source();
+  deploy_ready_releases();
+}
+
+void Controller::Impl::poll_source() {
   auto head = source->fetch_head();
   if (!head) {
     core::logger()->warn("source: fetch of {} failed: {}", opts.repo, head.error().message);
@@ -195,7 +221,7 @@ void Controller::Impl::tick() {
     core::logger()->error("store: {}", r.error().message);
     return;
   }
-  run_execution(commit);
+  enqueue_execution(commit);
 }
 
 // ---- read side
@@ -425,6 +451,80 @@ core::Result<json> Controller::logs(const std::string& execution_id, int64_t aft
                                 {"time", core::format_rfc3339(core::from_unix_ms(l.time))},
                                 {"text", l.text}});
   }
+  return out;
+}
+
+core::Result<json> Controller::cancel(const std::string& execution_id, const std::string& who) {
+  Impl& impl = *impl_;
+  const std::string actor = who.empty() ? "operator" : who;
+  auto e = impl.store->get_execution(execution_id);
+  if (!e) return internal(e.error());
+  if (!e->has_value()) {
+    return core::Error("no execution with id \"" + execution_id + "\"", core::ErrorKind::NotFound);
+  }
+  json out{{"execution", execution_id}, {"commit", (**e).commit_sha.substr(0, 7)}};
+  {
+    std::lock_guard lock(impl.exec_mu);
+    if (impl.queued_execution && impl.queued_execution->id == execution_id) {
+      impl.queued_execution.reset();
+      (void)impl.store->update_execution_status(execution_id, store::ExecutionStatus::Cancelled,
+                                                "cancelled by " + actor + " before it started");
+      out["status"] = "cancelled";
+      out["was"] = "queued";
+    } else if (impl.running_execution == execution_id) {
+      if (impl.cancelled_by.empty()) impl.cancelled_by = actor;
+      impl.cancel_execution = true;
+      out["status"] = "cancelling";
+      out["was"] = "running";
+    }
+  }
+  if (!out.contains("status")) {
+    return core::Error("execution " + execution_id + " is " +
+                           std::string(store::to_string((**e).status)) +
+                           "; only a queued or running execution can be cancelled",
+                       core::ErrorKind::Conflict);
+  }
+  impl.exec_cv.notify_all();
+  core::logger()->warn("execution {} ({}) cancelled by {}", execution_id,
+                       (**e).commit_sha.substr(0, 7), actor);
+  (void)impl.store->append_audit(actor, "execution.cancel", "execution:" + execution_id,
+                                 out.dump());
+  return out;
+}
+
+core::Result<json> Controller::decide_approval(const std::string& execution_id, bool approve,
+                                               const std::string& who, const std::string& comment) {
+  Impl& impl = *impl_;
+  const std::string actor = who.empty() ? "operator" : who;
+  auto e = impl.store->get_execution(execution_id);
+  if (!e) return internal(e.error());
+  if (!e->has_value()) {
+    return core::Error("no execution with id \"" + execution_id + "\"", core::ErrorKind::NotFound);
+  }
+  json out{{"execution", execution_id},
+           {"commit", (**e).commit_sha.substr(0, 7)},
+           {"decision", approve ? "approved" : "rejected"},
+           {"user", actor},
+           {"comment", comment}};
+  {
+    std::lock_guard lock(impl.exec_mu);
+    if (!impl.approval || impl.approval->execution_id != execution_id || impl.approval->decision) {
+      return core::Error("execution " + execution_id + " is not waiting for approval (it is " +
+                             std::string(store::to_string((**e).status)) + ")",
+                         core::ErrorKind::Conflict);
+    }
+    out["stage"] = impl.approval->stage;
+    using Kind = pipeline::ApprovalDecision::Kind;
+    impl.approval->decision =
+        pipeline::ApprovalDecision{approve ? Kind::Approved : Kind::Rejected, actor, comment};
+    // Audited while the decision is taken, so the trail has it before the pipeline acts on it.
+    (void)impl.store->append_audit(actor, approve ? "approval.approve" : "approval.reject",
+                                   "execution:" + execution_id, out.dump());
+  }
+  impl.exec_cv.notify_all();
+  core::logger()->info("execution {}: stage {} {} by {}{}", execution_id,
+                       out["stage"].get<std::string>(), approve ? "approved" : "rejected", actor,
+                       comment.empty() ? "" : ": " + comment);
   return out;
 }
 

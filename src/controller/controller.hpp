@@ -3,11 +3,23 @@
 // artifact) → deploy (pure decisions) → runtime (task sets) + proxy admin (route snapshots), and
 // records everything in the store.
 //
-// Threads: one loop thread owns all decisions (polling, executions, deployments run there one
-// after another, so two deployments of a service never interleave); blocking work of an execution
-// (git, stage commands) runs on that thread too in this walking skeleton, which is why the API
-// server has its own thread. The read side (status/history/executions/logs) only reads the store
-// and may be called from any thread.
+// Threads, and what each owns:
+//  - the loop thread: polling the source (every poll interval, or at once on request_poll(), also
+//    while a deployment runs), recording each new commit as a `queued` execution, and every
+//    deployment (deploy_release, the in-memory routing of each service, the proxy snapshots).
+//    Deployments run there one after another, so two deployments of a service never interleave.
+//  - the pipeline worker thread: runs executions one at a time (checkout of the exact commit,
+//    stages, artifacts, releases). A newer commit supersedes the one still queued (newest wins;
+//    the queue holds one). When an execution succeeds the worker hands its releases to the loop
+//    (a bounded queue, and the loop is woken); it never deploys. Releases that arrive while a
+//    deployment runs wait; the loop then deploys only the newest per service and records the
+//    older ones as skipped deployments (status `superseded`).
+//  - the supervisors' threads (runtime) and the API server's thread. The read side and the
+//    operator commands (operate, cancel, decide_approval, secrets) may be called from any thread:
+//    they read the store and post to the loop or the worker under a mutex.
+// stop() cancels the running execution (its command tree is killed) and joins the worker, then
+// the loop. On start, executions that a previous run left `running` or `queued` are cancelled
+// ("controller restarted"), and if the newest commit seen was one of them it is built again.
 //
 // Crash safety: every state change is written to the store before it is acted on; tasks are
 // recorded with pid + start time so a restarted controller re-adopts them, and the proxy runs in
@@ -57,6 +69,16 @@ class Controller {
   // are a Conflict. Accepted commands are acted on by the loop within about 100 ms.
   core::Result<nlohmann::json> operate(const std::string& service, const std::string& action,
                                        const std::string& who);
+
+  // Cancels an execution, audited with `who`: a queued one ends `cancelled` without running; a
+  // running one has its command tree killed (or its approval wait ended) and ends `cancelled`.
+  // Errors: NotFound for an unknown id, Conflict for an execution that has already finished.
+  core::Result<nlohmann::json> cancel(const std::string& execution_id, const std::string& who);
+  // Decides the approval stage an execution waits in: approve (the pipeline goes on) or reject
+  // (the stage fails with the comment). Audited with who, when and the comment. Errors: NotFound
+  // for an unknown id, Conflict when the execution is not waiting for approval.
+  core::Result<nlohmann::json> decide_approval(const std::string& execution_id, bool approve,
+                                               const std::string& who, const std::string& comment);
 
   // Read side, for the API. Errors carry ErrorKind::NotFound for unknown names and ids.
   core::Result<nlohmann::json> status(const std::string& service) const;

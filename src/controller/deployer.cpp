@@ -328,8 +328,9 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
   bool watching_alarms = false;
   std::optional<alarm::Verdict> last_verdict;
   core::TimePoint next_alarm_check{};
+  core::TimePoint next_fetch = clock.now() + opts.poll_interval;
+  bool newer_waiting = false;
   int64_t alarm_second = 0;  // the newest datapoint the alarms were evaluated on
-  core::TimePoint next_head_check{};
   core::TimePoint next_health_check{};
   std::optional<core::TimePoint> timer;
   std::vector<std::string> green_ids;
@@ -414,17 +415,15 @@ void Controller::Impl::deploy_release(const config::Service& service, const stor
           }
         }
       }
-      // Blue is kept warm for termination_wait, but a newer commit does not wait that long: the
+      // Commits keep being fetched and built while this deployment runs.
+      poll_source_if_due(next_fetch);
+      // Blue is kept warm for termination_wait, but a newer release does not wait that long: the
       // wait is cut short so that the next deployment can start (its blue is this green).
       if (d.phase == deploy::Phase::TerminationWait && d.wait == deploy::Wait::Warm &&
-          now >= next_head_check) {
-        next_head_check = now + std::chrono::seconds(5);
-        auto head = source->fetch_head();
-        auto seen = store->get_meta("source.last_commit");
-        if (head && head->has_value() && seen && seen->has_value() && (**head).sha != **seen) {
-          events.push_back({.kind = deploy::EventKind::Promote,
-                            .detail = "a newer commit is waiting: blue is stopped now"});
-        }
+          !newer_waiting && release_waiting(service.name)) {
+        newer_waiting = true;
+        events.push_back({.kind = deploy::EventKind::Promote,
+                          .detail = "a newer release is waiting: blue is stopped now"});
       }
       if (events.empty() && timer && now >= *timer) {
         events.push_back({.kind = deploy::EventKind::Timer});
@@ -684,6 +683,83 @@ core::Result<alarm::Evaluation> Controller::Impl::evaluate_alarms(const config::
   }
   combined.summary = combined.verdict == alarm::Verdict::Ok ? "all alarms OK" : insufficient;
   return combined;
+}
+
+void Controller::Impl::poll_source_if_due(core::TimePoint& next_fetch) {
+  bool requested = false;
+  {
+    std::lock_guard lock(mu);
+    requested = poll_requested;
+    poll_requested = false;
+  }
+  const auto now = clock.now();
+  if (!requested && now < next_fetch) return;
+  next_fetch = now + opts.poll_interval;
+  if (routes_dirty.exchange(false)) {
+    if (auto r = publish_routes(); !r) core::logger()->error("proxy: {}", r.error().message);
+  }
+  poll_source();
+}
+
+bool Controller::Impl::release_waiting(const std::string& service) {
+  std::lock_guard lock(mu);
+  for (const auto& r : ready_releases) {
+    if (r.release.service == service) return true;
+  }
+  return false;
+}
+
+void Controller::Impl::deploy_ready_releases() {
+  std::deque<ReadyRelease> ready;
+  {
+    std::lock_guard lock(mu);
+    ready.swap(ready_releases);
+  }
+  if (ready.empty()) return;
+  // Newest per service, in the order the services' newest releases arrived.
+  std::map<std::string, size_t> newest;
+  for (size_t i = 0; i < ready.size(); ++i) newest[ready[i].release.service] = i;
+  for (size_t i = 0; i < ready.size(); ++i) {
+    const ReadyRelease& r = ready[i];
+    const size_t n = newest[r.release.service];
+    if (n == i) continue;
+    const store::Release& newer = ready[n].release;
+    // Recorded as a deployment that never ran, so that `cutover history` shows it.
+    store::Deployment rec;
+    rec.service = r.release.service;
+    rec.release_id = r.release.id;
+    if (auto live = store->live(r.release.service); live && live->has_value()) {
+      rec.previous_release_id = (*live)->release_id;
+    }
+    rec.status = store::DeploymentStatus::Superseded;
+    rec.phase = "Skipped";
+    rec.reason = "skipped: release " + r.release.id + " of commit " +
+                 r.release.commit_sha.substr(0, 7) + " arrived while " +
+                 (r.behind.empty() ? std::string("another deployment") : "deployment " + r.behind) +
+                 " ran; release " + newer.id + " of commit " + newer.commit_sha.substr(0, 7) +
+                 " is newer";
+    auto inserted = store->insert_deployment(rec);
+    if (!inserted) {
+      core::logger()->error("deploy: {}: {}", rec.service, inserted.error().message);
+      continue;
+    }
+    (void)store->append_audit(
+        "controller", "deploy.skipped", "service:" + rec.service,
+        json{{"deployment", inserted->id}, {"release", rec.release_id}, {"newer", newer.id}}
+            .dump());
+    core::logger()->info("deploy: {} of {}: {}", inserted->id, rec.service, rec.reason);
+  }
+  for (size_t i = 0; i < ready.size(); ++i) {
+    const ReadyRelease& r = ready[i];
+    if (newest[r.release.service] != i || stop_requested()) continue;
+    const config::Service* svc = r.config->find_service(r.release.service);
+    if (svc == nullptr) {
+      core::logger()->error("deploy: release {} names service {} that its config lacks",
+                            r.release.id, r.release.service);
+      continue;
+    }
+    deploy_release(*svc, r.release);
+  }
 }
 
 void Controller::Impl::run_redeploys() {

@@ -1,10 +1,12 @@
 // One pipeline execution: exact-commit checkout, cutover.yaml validation, stages, artifacts,
 // releases, then a deployment per service.
 #include <filesystem>
+#include <mutex>
 
 #include <nlohmann/json.hpp>
 
 #include "controller/internal.hpp"
+#include "core/duration.hpp"
 #include "core/log.hpp"
 #include "core/process.hpp"
 #include "pipeline/pipeline.hpp"
@@ -16,50 +18,193 @@ using nlohmann::json;
 
 namespace {
 
-// Buffers log lines and writes them to the store in batches (one transaction per batch).
+// Buffers log lines and writes them to the store in batches (one transaction per batch): when 200
+// lines are waiting, on flush(), and every 250 ms from its own thread, so that a stage that
+// prints a line and then works quietly shows it live (`cutover logs -f`).
 class LogSink {
  public:
   LogSink(store::Store& st, std::string execution_id)
-      : store_(st), execution_id_(std::move(execution_id)) {}
-  ~LogSink() { flush(); }
+      : store_(st), execution_id_(std::move(execution_id)), flusher_([this] { run_flusher(); }) {}
+  ~LogSink() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    flusher_.join();
+    flush();
+  }
+  LogSink(const LogSink&) = delete;
+  LogSink& operator=(const LogSink&) = delete;
+
   void add(const std::string& stage, store::LogStream stream, std::string_view text) {
-    lines_.push_back({execution_id_, stage, stream, std::string(text)});
-    if (lines_.size() >= 200) flush();
+    bool full = false;
+    {
+      std::lock_guard lock(mu_);
+      lines_.push_back({execution_id_, stage, stream, std::string(text)});
+      full = lines_.size() >= 200;
+    }
+    if (full) flush();
   }
   void flush() {
-    if (lines_.empty()) return;
-    if (auto r = store_.append_logs(lines_); !r) {
-      core::logger()->warn("store: dropping {} log lines of {}: {}", lines_.size(), execution_id_,
+    // One writer at a time keeps the lines in order in the store.
+    std::lock_guard write(write_mu_);
+    std::vector<store::LogAppend> batch;
+    {
+      std::lock_guard lock(mu_);
+      batch.swap(lines_);
+    }
+    if (batch.empty()) return;
+    if (auto r = store_.append_logs(batch); !r) {
+      core::logger()->warn("store: dropping {} log lines of {}: {}", batch.size(), execution_id_,
                            r.error().message);
     }
-    lines_.clear();
   }
 
  private:
+  void run_flusher() {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(250));
+      if (stopping_ || lines_.empty()) continue;
+      lock.unlock();
+      flush();
+      lock.lock();
+    }
+  }
+
   store::Store& store_;
   std::string execution_id_;
+  std::mutex write_mu_;  // held while a batch is written
+  std::mutex mu_;        // guards lines_ and stopping_
+  std::condition_variable cv_;
   std::vector<store::LogAppend> lines_;
+  bool stopping_ = false;
+  std::thread flusher_;  // last: starts after the members it uses
 };
 
 }  // namespace
 
-void Controller::Impl::run_execution(const source::Commit& commit) {
+void Controller::Impl::enqueue_execution(const source::Commit& commit) {
   auto log = core::logger();
   store::Execution e;
   e.commit_sha = commit.sha;
   e.branch = opts.branch;
+  e.status = store::ExecutionStatus::Queued;
   auto inserted = store->insert_execution(e);
   if (!inserted) {
     log->error("store: cannot record an execution for {}: {}", commit.short_sha,
                inserted.error().message);
     return;
   }
-  const std::string id = inserted->id;
+  {
+    std::lock_guard lock(exec_mu);
+    if (queued_execution) {
+      // Newest wins: the commit still waiting will never be built.
+      const std::string message = "superseded by commit " + commit.short_sha + " (execution " +
+                                  inserted->id + ") before it started";
+      (void)store->update_execution_status(queued_execution->id, store::ExecutionStatus::Superseded,
+                                           message);
+      log->info("execution {} ({}) {}", queued_execution->id, queued_execution->commit.short_sha,
+                message);
+    }
+    queued_execution = QueuedExecution{inserted->id, commit};
+    if (!running_execution.empty()) {
+      log->info("execution {} ({}) queued behind {}", inserted->id, commit.short_sha,
+                running_execution);
+    }
+  }
+  exec_cv.notify_all();
+}
+
+void Controller::Impl::run_worker() {
+  while (true) {
+    QueuedExecution next;
+    {
+      std::unique_lock lock(exec_mu);
+      exec_cv.wait(lock, [&] { return worker_stopping || queued_execution.has_value(); });
+      if (worker_stopping) return;
+      next = std::move(*queued_execution);
+      queued_execution.reset();
+      running_execution = next.id;
+      cancelled_by.clear();
+      cancel_execution = false;
+    }
+    run_execution(next.id, next.commit);
+    {
+      std::lock_guard lock(exec_mu);
+      running_execution.clear();
+      approval.reset();
+    }
+  }
+}
+
+pipeline::ApprovalDecision Controller::Impl::await_approval(const std::string& execution_id,
+                                                            int index, const std::string& stage,
+                                                            core::TimePoint deadline,
+                                                            core::Duration timeout) {
+  using Kind = pipeline::ApprovalDecision::Kind;
+  const std::string until = core::format_rfc3339(
+      clock.wall() + std::chrono::duration_cast<core::Duration>(deadline - clock.now()));
+  (void)store->update_stage_status(execution_id, index, store::StageStatus::Waiting, std::nullopt,
+                                   "waiting for approval until " + until);
+  (void)store->update_execution_status(
+      execution_id, store::ExecutionStatus::Running,
+      "waiting for approval (stage " + stage + ", until " + until + ")");
+  core::logger()->info("execution {}: stage {} waiting for approval until {}", execution_id, stage,
+                       until);
+  std::optional<pipeline::ApprovalDecision> decision;
+  {
+    std::unique_lock lock(exec_mu);
+    approval = ApprovalWait{execution_id, index, stage, std::nullopt};
+    while (true) {
+      if (approval->decision) {
+        decision = approval->decision;
+        break;
+      }
+      if (cancel_execution || worker_stopping) {
+        decision = pipeline::ApprovalDecision{Kind::Cancelled, cancelled_by, ""};
+        break;
+      }
+      const auto left = deadline - clock.now();
+      if (left <= core::Duration::zero()) {
+        decision = pipeline::ApprovalDecision{Kind::TimedOut, "", ""};
+        break;
+      }
+      // The clock may be simulated: wait in short real slices and read it again.
+      exec_cv.wait_for(lock,
+                       std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(100)));
+    }
+    approval.reset();
+  }
+  if (decision->kind == Kind::TimedOut) {
+    (void)store->append_audit(
+        "controller", "approval.timeout", "execution:" + execution_id,
+        json{{"stage", stage}, {"timeout", core::format_duration(timeout)}}.dump());
+  }
+  (void)store->update_execution_status(execution_id, store::ExecutionStatus::Running);
+  return *decision;
+}
+
+void Controller::Impl::run_execution(const std::string& id, const source::Commit& commit) {
+  auto log = core::logger();
   const int64_t started_unix_ms = core::to_unix_ms(clock.wall());
   LogSink sink(*store, id);
   const auto fail = [&](const std::string& message) {
     sink.add("pipeline", store::LogStream::System, message);
     sink.flush();
+    std::string who;
+    if (cancel_execution) {
+      std::lock_guard lock(exec_mu);
+      who = cancelled_by;
+    }
+    if (!who.empty()) {
+      // Cancelled by an operator: the execution says so, whatever stage it was in.
+      (void)store->update_execution_status(id, store::ExecutionStatus::Cancelled,
+                                           "cancelled by " + who + " (" + message + ")");
+      log->warn("execution {} ({}) cancelled by {}", id, commit.short_sha, who);
+      return;
+    }
     (void)store->update_execution_status(id, store::ExecutionStatus::Failed, message);
     log->warn("execution {} ({}) failed: {}", id, commit.short_sha, message);
     notify_execution("execution.failed", id, commit.sha, "failed", message);
@@ -114,6 +259,11 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
   ctx.base_env = core::minimal_environment();
   ctx.clock = &clock;
   ctx.resolve_secret = [this](const std::string& name) { return secrets->get(name); };
+  ctx.await_approval = [this, &id, &sink](int index, const std::string& stage,
+                                          core::TimePoint deadline, core::Duration timeout) {
+    sink.flush();
+    return await_approval(id, index, stage, deadline, timeout);
+  };
   // `scan: secrets` looks at what came after the last commit that passed its pipeline.
   ctx.repository = opts.state_dir / "source";
   ctx.scan_cache_dir = opts.state_dir / "scan-cache";
@@ -160,7 +310,6 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
     log->info("execution {}: stage {} {}{}", id, name, pipeline::to_string(out.status),
               out.message.empty() ? "" : ": " + out.message);
   };
-  cancel_execution = false;
   auto result = pipeline::run_execution(stages, ctx, *registry, obs, &cancel_execution);
   sink.flush();
   if (!result) return fail(result.error().message);
@@ -224,10 +373,31 @@ void Controller::Impl::run_execution(const source::Commit& commit) {
   (void)store->set_meta("services", json(names).dump());
   sink.flush();
   (void)store->update_execution_status(id, store::ExecutionStatus::Succeeded);
-  log->info("execution {} ({}) succeeded; deploying {} service(s)", id, commit.short_sha,
+  log->info("execution {} ({}) succeeded; {} release(s) ready to deploy", id, commit.short_sha,
             releases.size());
   notify_execution("execution.succeeded", id, commit.sha, "succeeded");
-  for (const auto& [svc, rel] : releases) deploy_release(*svc, rel);
+  // The loop deploys (it owns the routing and the deployments); the worker only hands over.
+  std::vector<store::Release> skipped;
+  {
+    std::lock_guard lock(mu);
+    for (const auto& [svc, rel] : releases) {
+      ReadyRelease ready{*cfg, rel, ""};
+      if (auto active = store->active_deployment(svc->name); active && active->has_value()) {
+        ready.behind = (**active).id;
+      }
+      ready_releases.push_back(std::move(ready));
+    }
+    // Bounded: the oldest waiting releases are dropped (a newer one of theirs is behind them).
+    while (ready_releases.size() > kMaxReadyReleases) {
+      skipped.push_back(ready_releases.front().release);
+      ready_releases.pop_front();
+    }
+  }
+  cv.notify_all();
+  for (const auto& rel : skipped) {
+    log->warn("deploy: release {} of {} dropped: more than {} releases were waiting", rel.id,
+              rel.service, kMaxReadyReleases);
+  }
 }
 
 }  // namespace cutover::controller

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include "controller/controller.hpp"
 #include "deploy/deploy.hpp"
 #include "notify/notify.hpp"
+#include "pipeline/pipeline.hpp"
 #include "proxy/admin_client.hpp"
 #include "proxy/snapshot.hpp"
 #include "registry/registry.hpp"
@@ -74,7 +76,6 @@ struct Controller::Impl {
     std::string why;  // "rollback" | "retry", for the log
   };
   std::map<std::string, Redeploy> redeploy_requests;
-  std::atomic<bool> cancel_execution{false};
   // Webhook deliveries by provider (webhooks.cpp): accepted and rejected, guarded by webhook_mu.
   struct WebhookCount {
     uint64_t accepted = 0;
@@ -95,6 +96,41 @@ struct Controller::Impl {
   void notify_deployment(const std::string& event, const deploy::Deployment& d,
                          const store::Release& release, const std::string& status);
 
+  // ---- the pipeline worker (execution.cpp) ------------------------------------------------------
+  // One worker thread runs executions one at a time. The loop records each new commit as a queued
+  // execution and hands it over here; a newer one supersedes the one still waiting (the queue holds
+  // at most one). All fields below are guarded by exec_mu; exec_cv wakes the worker (new work,
+  // stop) and an approval wait (decision, cancel, stop).
+  struct QueuedExecution {
+    std::string id;
+    source::Commit commit;
+  };
+  struct ApprovalWait {
+    std::string execution_id;
+    int stage_index = 0;
+    std::string stage;
+    std::optional<pipeline::ApprovalDecision> decision;
+  };
+  std::thread worker_thread;
+  std::mutex exec_mu;
+  std::condition_variable exec_cv;
+  bool worker_stopping = false;
+  std::optional<QueuedExecution> queued_execution;
+  std::string running_execution;  // id; empty when the worker is idle
+  std::string cancelled_by;       // who cancelled the running execution
+  std::optional<ApprovalWait> approval;
+  std::atomic<bool> cancel_execution{false};  // the running execution's cancel flag
+
+  // A release the worker built, waiting for the loop to deploy it (guarded by mu). The loop
+  // deploys the newest per service; older ones are recorded as skipped deployments.
+  struct ReadyRelease {
+    std::shared_ptr<const config::Config> config;
+    store::Release release;
+    std::string behind;  // the deployment in progress when it arrived, if any
+  };
+  static constexpr size_t kMaxReadyReleases = 64;
+  std::deque<ReadyRelease> ready_releases;  // guarded by mu; oldest first
+
   Impl(Options o, core::Clock& c) : opts(std::move(o)), clock(c) {}
 
   // ---- paths -------------------------------------------------------------------------------
@@ -105,9 +141,17 @@ struct Controller::Impl {
   // ---- loop (controller.cpp) -----------------------------------------------------------------
   void run_loop();
   // Sleeps until `until` or a stop/poll request. Returns false when stopping.
+  // Sleeps until `until` or a stop request. Returns false when stopping.
   bool wait_until(core::TimePoint until);
+  // The loop's idle wait: also returns early on a poll request or a release ready to deploy.
+  bool wait_for_work(core::TimePoint until);
   bool stop_requested();
   void tick();
+  // Fetches the branch head; a new commit becomes a queued execution for the worker.
+  void poll_source();
+  // During a deployment (deployer.cpp): keeps fetching every poll interval or on a poll request,
+  // so that commits are queued and built while the loop deploys.
+  void poll_source_if_due(core::TimePoint& next_fetch);
 
   void on_task_event(const runtime::TaskEvent& event);
 
@@ -117,7 +161,18 @@ struct Controller::Impl {
   void supervise_adopted(const store::TaskRecord& t);
 
   // ---- executions (execution.cpp) -------------------------------------------------------------
-  void run_execution(const source::Commit& commit);
+  void run_worker();
+  // Records a queued execution of commit and hands it to the worker (superseding a waiting one).
+  void enqueue_execution(const source::Commit& commit);
+  void run_execution(const std::string& id, const source::Commit& commit);
+  // The approval callback of pipeline::ExecutionContext, on the worker thread.
+  pipeline::ApprovalDecision await_approval(const std::string& execution_id, int index,
+                                            const std::string& stage, core::TimePoint deadline,
+                                            core::Duration timeout);
+  // Loop thread: deploys the newest ready release of each service; older ones are skipped.
+  void deploy_ready_releases();
+  // True when a release of service is waiting for the loop (a newer one than what deploys now).
+  bool release_waiting(const std::string& service);
 
   // ---- proxy (proxy_link.cpp) -----------------------------------------------------------------
   core::Result<void> ensure_proxy();

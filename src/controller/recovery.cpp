@@ -54,16 +54,29 @@ void Controller::Impl::supervise_adopted(const store::TaskRecord& t) {
 core::Result<void> Controller::Impl::recover() {
   if (auto r = ensure_proxy(); !r) return r;
 
-  // Executions a crash interrupted cannot be resumed half-way: fail them, saying why.
-  if (auto execs = store->list_executions(50); execs) {
+  // Executions the last run left running or queued cannot be resumed half-way: they are cancelled
+  // ("controller restarted"). If one of them was for the newest commit seen, that commit was never
+  // built to the end, so the loop is made to build the branch head again, as a new execution.
+  if (auto execs = store->list_executions(200); execs) {
+    auto last = store->get_meta("source.last_commit");
+    bool rebuild_head = false;
     for (const auto& e : *execs) {
-      if (e.status == store::ExecutionStatus::Running ||
-          e.status == store::ExecutionStatus::Queued) {
-        (void)store->update_execution_status(
-            e.id, store::ExecutionStatus::Failed,
-            "interrupted: the controller stopped while this execution ran; push again or wait "
-            "for the next commit");
+      if (e.status != store::ExecutionStatus::Running &&
+          e.status != store::ExecutionStatus::Queued) {
+        continue;
       }
+      const bool was_running = e.status == store::ExecutionStatus::Running;
+      (void)store->update_execution_status(
+          e.id, store::ExecutionStatus::Cancelled,
+          std::string("controller restarted while this execution ") +
+              (was_running ? "ran" : "was queued"));
+      core::logger()->warn("execution {} ({}) cancelled: the controller restarted", e.id,
+                           e.commit_sha.substr(0, 7));
+      if (last && last->has_value() && **last == e.commit_sha) rebuild_head = true;
+    }
+    if (rebuild_head) {
+      core::logger()->info("source: the newest commit was not built to the end; building it again");
+      (void)store->set_meta("source.last_commit", "");
     }
   }
 
@@ -157,6 +170,29 @@ core::Result<void> Controller::Impl::recover() {
     (void)store->append_deployment_event(dep.id, "Recovered",
                                          json{{"outcome", u.phase}, {"reason", u.reason}}.dump());
     core::logger()->warn("deploy: {} of {}: {}", dep.id, name, u.reason);
+  }
+  // A release built before the stop but never deployed (it was waiting for the loop, or behind a
+  // deployment) is the newest of its service with no deployment record: it is deployed now.
+  for (const auto& name : known_services(*store)) {
+    auto rels = store->list_releases(name, 1);
+    if (!rels || rels->empty()) continue;
+    const store::Release& rel = rels->front();
+    auto deps = store->list_deployments(name, 0);
+    if (!deps) continue;
+    bool deployed = false;
+    for (const auto& d : *deps) deployed = deployed || d.release_id == rel.id;
+    if (deployed) continue;
+    // Only what a successful execution released (a failed one may have released some services).
+    auto ex = store->get_execution(rel.execution_id);
+    if (!ex || !ex->has_value() || (**ex).status != store::ExecutionStatus::Succeeded) continue;
+    auto cfg = config_at(rel.commit_sha);
+    if (!cfg || (*cfg)->find_service(name) == nullptr) continue;
+    core::logger()->info(
+        "deploy: release {} of {} ({}) was built but not deployed before the "
+        "restart; deploying it",
+        rel.id, name, rel.commit_sha.substr(0, 7));
+    std::lock_guard lock(mu);
+    ready_releases.push_back(ReadyRelease{*cfg, rel, ""});
   }
   // Commands of settled deployments are not replayed.
   if (auto pending = store->pending_commands(); pending) {

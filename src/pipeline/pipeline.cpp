@@ -40,9 +40,15 @@ bool cancelled(const std::atomic<bool>* cancel) {
 // Runs one stage; owns the log masking and the deadline of that stage.
 class StageRunner {
  public:
-  StageRunner(const StageSpec& stage, const ExecutionContext& ctx, registry::Registry& registry,
-              const Observer& observer, const std::atomic<bool>* cancel)
-      : stage_(stage), ctx_(ctx), registry_(registry), observer_(observer), cancel_(cancel) {
+  StageRunner(const StageSpec& stage, int index, const ExecutionContext& ctx,
+              registry::Registry& registry, const Observer& observer,
+              const std::atomic<bool>* cancel)
+      : stage_(stage),
+        index_(index),
+        ctx_(ctx),
+        registry_(registry),
+        observer_(observer),
+        cancel_(cancel) {
     clock_ = ctx.clock != nullptr ? ctx.clock : &core::RealClock::instance();
   }
 
@@ -54,7 +60,7 @@ class StageRunner {
       case config::StageKind::Scan:
         return run_scan();
       case config::StageKind::Approval:
-        return {StageStatus::Failed, "approval stages arrive with the pipeline issue", {}};
+        return run_approval();
     }
     return {StageStatus::Failed, "unknown stage kind", {}};
   }
@@ -69,6 +75,34 @@ class StageRunner {
     observer_.on_log(stage_.name, redactor_.redact(line));
   }
   void note(const std::string& text) { log("[cutover] " + text); }
+
+  StageOutcome run_approval() {
+    if (!ctx_.await_approval) {
+      return {StageStatus::Failed,
+              "approval stage: nothing can approve it here (no approval callback)",
+              {}};
+    }
+    const core::Duration timeout = stage_.approval_timeout;
+    note("waiting for approval (`cutover approve|reject " + ctx_.execution_id + "`), at most " +
+         core::format_duration(timeout));
+    const ApprovalDecision d =
+        ctx_.await_approval(index_, stage_.name, clock_->now() + timeout, timeout);
+    const std::string by = d.who.empty() ? "" : " by " + d.who;
+    const std::string comment = d.comment.empty() ? "" : ": " + d.comment;
+    switch (d.kind) {
+      case ApprovalDecision::Kind::Approved:
+        note("approved" + by + comment);
+        return {StageStatus::Succeeded, "", {}};
+      case ApprovalDecision::Kind::Rejected:
+        return {StageStatus::Failed, "rejected" + by + comment, {}};
+      case ApprovalDecision::Kind::TimedOut:
+        return {
+            StageStatus::Failed, "approval timed out after " + core::format_duration(timeout), {}};
+      case ApprovalDecision::Kind::Cancelled:
+        return {StageStatus::Cancelled, "cancelled while waiting for approval" + by, {}};
+    }
+    return {StageStatus::Failed, "unknown approval decision", {}};
+  }
 
   StageOutcome run_scan() {
     scan::Gate gate =
@@ -312,6 +346,7 @@ class StageRunner {
   }
 
   const StageSpec& stage_;
+  int index_;
   const ExecutionContext& ctx_;
   registry::Registry& registry_;
   const Observer& observer_;
@@ -344,7 +379,7 @@ Result<ExecutionResult> run_execution(const std::vector<StageSpec>& stages,
       continue;
     }
     if (observer.on_stage_start) observer.on_stage_start(index, stage.name);
-    sr.outcome = StageRunner(stage, ctx, registry, observer, cancel).run();
+    sr.outcome = StageRunner(stage, index, ctx, registry, observer, cancel).run();
     if (observer.on_log) {
       std::string end = "[cutover] stage " + std::string(to_string(sr.outcome.status));
       if (!sr.outcome.message.empty()) end += ": " + sr.outcome.message;

@@ -29,7 +29,19 @@
 // and .gitleaksignore, the lines the commits since ctx.scan_since added — what the push brought,
 // like `cutover scan --since` — or every file of the checkout when there is no earlier scanned
 // commit or the repository lost it): mode block fails the stage on a finding or
-// when the gate cannot run; mode report logs it and passes. An `approval` stage fails for now.
+// when the gate cannot run; mode report logs it and passes.
+//
+// An `approval` stage runs no command: it calls ExecutionContext::await_approval with its deadline
+// (now + approval.timeout on ctx.clock) and blocks until the callback returns the decision —
+//
+//   waiting ──approve──▶ succeeded (the pipeline goes on)
+//      ├─────reject────▶ failed   "rejected by WHO: COMMENT"
+//      ├─deadline passed▶ failed  "approval timed out after 24h" (a timeout is a rejection)
+//      └─────cancel────▶ cancelled
+//
+// The callback is the controller's business (store status `waiting`, the API's approve/reject,
+// the audit trail); pipeline only knows the decision. Without a callback the stage fails.
+//
 // The first stage that does not succeed ends the execution; the stages after it are Skipped: for
 // them the Observer gets on_stage_end (status Skipped) but no on_stage_start, and no command runs.
 //
@@ -79,6 +91,14 @@ struct ExecutionResult {
   std::string message;              // the first failure's "stage: message"; empty on success
 };
 
+// What an approval stage's wait ended with (ExecutionContext::await_approval).
+struct ApprovalDecision {
+  enum class Kind { Approved, Rejected, TimedOut, Cancelled };
+  Kind kind = Kind::Rejected;
+  std::string who;      // who decided ("cli:alice"); empty for a timeout or a cancel
+  std::string comment;  // free text from approve/reject --comment; may be empty
+};
+
 struct ExecutionContext {
   std::string execution_id;
   std::string commit_sha;
@@ -98,6 +118,12 @@ struct ExecutionContext {
   std::function<core::Result<std::string>(const std::string& secret_name)> resolve_secret;
   // Time source for stage deadlines; null = core::RealClock::instance().
   const core::Clock* clock = nullptr;
+  // Blocks until the approval stage (index, name) is decided, the deadline (on clock) passes or
+  // the execution is cancelled. timeout is the stage's approval timeout (for messages). Called on
+  // the thread of run_execution. Unset: an approval stage fails with a clear message.
+  std::function<ApprovalDecision(int index, const std::string& stage, core::TimePoint deadline,
+                                 core::Duration timeout)>
+      await_approval;
 };
 
 // All callbacks are optional.

@@ -317,7 +317,8 @@ TEST_F(PipelineTest, ScanAndApprovalStagesFailClearly) {
   EXPECT_FALSE(result.succeeded);
   EXPECT_EQ(result.stages[0].outcome.status, StageStatus::Succeeded);
   EXPECT_EQ(result.stages[1].outcome.status, StageStatus::Failed);
-  EXPECT_NE(result.stages[1].outcome.message.find("approval stages arrive"), std::string::npos);
+  EXPECT_NE(result.stages[1].outcome.message.find("no approval callback"), std::string::npos)
+      << result.stages[1].outcome.message;
 
   // A planted secret fails a blocking gate, with the finding (not the secret) in the message.
   const std::string secret = "sk_live_1Qh6yYTWmE4lBYOvfZ8UzDzV";
@@ -407,3 +408,75 @@ TEST_F(PipelineTest, MissingWorkspaceIsAnError) {
 }
 
 }  // namespace
+
+namespace {
+
+StageSpec approval_stage(cutover::core::Duration timeout) {
+  StageSpec s;
+  s.name = "approve";
+  s.kind = StageKind::Approval;
+  s.approval_timeout = timeout;
+  return s;
+}
+
+}  // namespace
+
+TEST_F(PipelineTest, ApprovalStageWaitsOnTheCallbackWithItsDeadline) {
+  using Decision = cutover::pipeline::ApprovalDecision;
+  cutover::core::SimulatedClock clock;
+  ctx_.clock = &clock;
+  std::vector<std::string> calls;
+  Decision next{Decision::Kind::Approved, "cli:alice", "looks good"};
+  ctx_.await_approval = [&](int index, const std::string& stage, cutover::core::TimePoint deadline,
+                            cutover::core::Duration timeout) {
+    calls.push_back(std::to_string(index) + " " + stage);
+    EXPECT_EQ(deadline - clock.now(), timeout);
+    EXPECT_EQ(timeout, cutover::core::Duration(std::chrono::hours(24)));
+    // Nothing after the approval stage has run while it waits.
+    EXPECT_FALSE(fs::exists(ctx_.workspace / "after-ran"));
+    return next;
+  };
+  auto before = run_stage("test", {"touch test-ran"});
+  auto after = run_stage("deploy", {"touch after-ran"});
+
+  // Approved: the pipeline goes on.
+  auto result = run({before, approval_stage(std::chrono::hours(24)), after});
+  EXPECT_TRUE(result.succeeded) << result.message;
+  EXPECT_EQ(calls, std::vector<std::string>{"1 approve"});
+  EXPECT_EQ(result.stages[1].outcome.status, StageStatus::Succeeded);
+  EXPECT_TRUE(fs::exists(ctx_.workspace / "after-ran"));
+  EXPECT_TRUE(logged("approve| [cutover] approved by cli:alice: looks good")) << all_logs();
+
+  // Rejected: the stage fails with who and the comment, and later stages are skipped.
+  fs::remove(ctx_.workspace / "after-ran");
+  next = {Decision::Kind::Rejected, "cli:bob", "not on a Friday"};
+  result = run({before, approval_stage(std::chrono::hours(24)), after});
+  EXPECT_FALSE(result.succeeded);
+  EXPECT_EQ(result.stages[1].outcome.status, StageStatus::Failed);
+  EXPECT_EQ(result.message, "approve: rejected by cli:bob: not on a Friday");
+  EXPECT_EQ(result.stages[2].outcome.status, StageStatus::Skipped);
+  EXPECT_FALSE(fs::exists(ctx_.workspace / "after-ran"));
+
+  // A timeout is a rejection that says how long it waited.
+  next = {Decision::Kind::TimedOut, "", ""};
+  result = run({before, approval_stage(std::chrono::hours(24)), after});
+  EXPECT_FALSE(result.succeeded);
+  EXPECT_EQ(result.stages[1].outcome.status, StageStatus::Failed);
+  EXPECT_EQ(result.message, "approve: approval timed out after 24h");
+
+  // A cancel while waiting cancels the stage.
+  next = {Decision::Kind::Cancelled, "cli:carol", ""};
+  result = run({before, approval_stage(std::chrono::hours(24)), after});
+  EXPECT_FALSE(result.succeeded);
+  EXPECT_EQ(result.stages[1].outcome.status, StageStatus::Cancelled);
+  EXPECT_NE(result.message.find("cancelled while waiting for approval by cli:carol"),
+            std::string::npos)
+      << result.message;
+  EXPECT_EQ(calls.size(), 4u);
+
+  // Cancelled before the approval stage starts: the callback is not called.
+  cancel_ = true;
+  result = run({approval_stage(std::chrono::hours(24))});
+  EXPECT_EQ(result.stages[0].outcome.status, StageStatus::Cancelled);
+  EXPECT_EQ(calls.size(), 4u);
+}

@@ -380,5 +380,129 @@ TEST_F(Deployment, OperatorPromoteRollbackAbortAndRetry) {
   EXPECT_EQ(load.failures(), 0) << load.first_failure();
 }
 
+// Issue 5: a commit that arrives during a deployment waits for it; when two releases wait, only
+// the newest deploys and the older one is recorded as skipped (`cutover history`).
+TEST_F(Deployment, ReleasesArrivingDuringADeploymentWaitAndOnlyTheNewestDeploys) {
+  configure("{ type: linear, percent: 10, interval: 10m }");
+  deploy_v1();
+  const auto head_short = [&] {
+    auto r = run({"git", "-C", app_.string(), "rev-parse", "--short=7", "HEAD"});
+    return r.out.substr(0, 7);
+  };
+  // The execution of the commit `short` has succeeded (its release is ready).
+  const auto built = [&](const std::string& short_sha) {
+    return wait_for(
+        [&] {
+          json list = cli_json({"executions"});
+          if (!list.is_object()) return false;
+          for (const auto& e : list["executions"]) {
+            if (e.value("commit", "") == short_sha) return e.value("status", "") == "succeeded";
+          }
+          return false;
+        },
+        kDeployTimeout);
+  };
+  const auto history = [&] {
+    json h = cli_json({"history", "hello"});
+    return h.is_object() ? h["deployments"] : json::array();
+  };
+
+  // v2's deployment holds 10% for 10 minutes.
+  commit_v2();
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json d = deployment();
+        return d.is_object() && d.value("phase", "") == "AllowTraffic" &&
+               d["state"].value("weight", 0) == 1000;
+      },
+      kDeployTimeout))
+      << status().dump(2) << serve_log();
+  const std::string v2_deployment = deployment().value("id", "");
+
+  // v3 and v4 are built while it runs (the loop keeps fetching); their releases wait.
+  sh(app_,
+     "sed -i 's/traffic: .*/traffic: { type: all_at_once }/' cutover.yaml && echo v3 > VERSION && "
+     "git commit -q -am v3");
+  const std::string v3 = head_short();
+  ASSERT_TRUE(built(v3)) << serve_log();
+  sh(app_, "echo v4 > VERSION && git commit -q -am v4");
+  const std::string v4 = head_short();
+  ASSERT_TRUE(built(v4)) << serve_log();
+  json during = history();
+  ASSERT_EQ(during.size(), 2u) << during.dump(2);
+  EXPECT_EQ(during[0].value("status", ""), "in_progress");
+  EXPECT_TRUE(serves("v1") || serves("v2"));
+
+  // v2's deployment ends (promoted); then v4 deploys and v3 is recorded as skipped.
+  auto promoted = run({CUTOVER_BIN, "promote", "hello", "--state-dir", state_.string()});
+  EXPECT_EQ(promoted.exit_code, 0) << promoted.err;
+  ASSERT_TRUE(wait_for([&] { return serves("v4"); }, kDeployTimeout)) << serve_log();
+  json after;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        after = history();
+        return after.size() == 4 && after[0].value("status", "") == "succeeded";
+      },
+      60s))
+      << after.dump(2) << serve_log();
+  EXPECT_EQ(after[0].value("commit", ""), v4);
+  EXPECT_EQ(after[1].value("commit", ""), v3);
+  EXPECT_EQ(after[1].value("status", ""), "superseded");
+  const std::string reason = after[1].value("reason", "");
+  EXPECT_NE(reason.find("skipped: release "), std::string::npos) << reason;
+  EXPECT_NE(reason.find("of commit " + v3 + " arrived while deployment " + v2_deployment + " ran"),
+            std::string::npos)
+      << reason;
+  EXPECT_NE(reason.find("of commit " + v4 + " is newer"), std::string::npos) << reason;
+  EXPECT_EQ(after[2].value("id", ""), v2_deployment);
+  EXPECT_EQ(after[2].value("status", ""), "succeeded");
+  // v3 never served: its skipped record is its only deployment.
+  int v3_deployments = 0;
+  for (const auto& d : after) v3_deployments += d.value("commit", "") == v3 ? 1 : 0;
+  EXPECT_EQ(v3_deployments, 1);
+}
+
+// A release built while a deployment ran, still waiting when the controller is killed, is
+// deployed by the restarted controller (the interrupted deployment is settled first).
+TEST_F(Deployment, AWaitingReleaseIsDeployedAfterARestart) {
+  configure("{ type: linear, percent: 10, interval: 10m }");
+  deploy_v1();
+  commit_v2();
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json d = deployment();
+        return d.is_object() && d.value("phase", "") == "AllowTraffic" &&
+               d["state"].value("weight", 0) == 1000;
+      },
+      kDeployTimeout))
+      << status().dump(2) << serve_log();
+  sh(app_, "echo v3 > VERSION && git commit -q -am v3");
+  auto r = run({"git", "-C", app_.string(), "rev-parse", "--short=7", "HEAD"});
+  const std::string v3 = r.out.substr(0, 7);
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json list = cli_json({"executions"});
+        return list.is_object() && !list["executions"].empty() &&
+               list["executions"][0].value("commit", "") == v3 &&
+               list["executions"][0].value("status", "") == "succeeded";
+      },
+      kDeployTimeout))
+      << serve_log();
+  serve_->kill(SIGKILL);
+  ASSERT_TRUE(serve_->wait(30s).has_value());
+  start_serve();
+  json hist;
+  ASSERT_TRUE(wait_for(
+      [&] {
+        hist = cli_json({"history", "hello"});
+        return hist.is_object() && hist["deployments"].size() == 3 &&
+               hist["deployments"][0].value("commit", "") == v3;
+      },
+      kDeployTimeout))
+      << hist.dump(2) << serve_log();
+  EXPECT_EQ(hist["deployments"][1].value("status", ""), "failed") << hist.dump(2);
+  EXPECT_NE(serve_log().find("was built but not deployed before the restart"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace cutover::e2e
