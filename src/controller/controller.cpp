@@ -146,13 +146,22 @@ bool Controller::Impl::wait_for_work(core::TimePoint until) {
 }
 
 void Controller::Impl::run_loop() {
+  // The source is fetched every poll interval and when asked (webhook, POST /v1/poll); a wake-up
+  // for other work (a release the worker handed over) does not fetch, so a webhook-only setup
+  // (--poll 1h) builds exactly the commits it was told about.
+  core::TimePoint next_fetch = clock.now();
   while (!stop_requested()) {
+    bool fetch = false;
     {
       std::lock_guard lock(mu);
+      fetch = poll_requested;
       poll_requested = false;
     }
-    tick();
-    if (!wait_for_work(clock.now() + opts.poll_interval)) break;
+    const auto now = clock.now();
+    if (now >= next_fetch) fetch = true;
+    if (fetch) next_fetch = now + opts.poll_interval;
+    tick(fetch);
+    if (!wait_for_work(next_fetch)) break;
   }
 }
 
@@ -188,7 +197,7 @@ void Controller::Impl::on_task_event(const runtime::TaskEvent& e) {
   }
 }
 
-void Controller::Impl::tick() {
+void Controller::Impl::tick(bool fetch) {
   // A task the supervisor gave up on (crash loop) leaves the routes.
   bool routes_changed = routes_dirty.exchange(false);
   // The proxy outlives us, but if it died, start it again: it reloads its persisted snapshot.
@@ -201,7 +210,7 @@ void Controller::Impl::tick() {
     if (auto r = publish_routes(); !r) core::logger()->error("proxy: {}", r.error().message);
   }
   run_redeploys();
-  poll_source();
+  if (fetch) poll_source();
   deploy_ready_releases();
 }
 

@@ -146,7 +146,9 @@ struct Controller::Impl {
   // The loop's idle wait: also returns early on a poll request or a release ready to deploy.
   bool wait_for_work(core::TimePoint until);
   bool stop_requested();
-  void tick();
+  // One turn of the loop: proxy health, redeploys, a fetch of the source when `fetch`, and the
+  // releases the worker handed over.
+  void tick(bool fetch);
   // Fetches the branch head; a new commit becomes a queued execution for the worker.
   void poll_source();
   // During a deployment (deployer.cpp): keeps fetching every poll interval or on a poll request,
