@@ -391,5 +391,58 @@ TEST_F(Executions, ARestartCancelsWhatRanOrWaitedAndBuildsTheNewestCommitAgain) 
   EXPECT_EQ(v1_runs, 1);
 }
 
+// CodeBuild's phase semantics through the real serve: a failing build phase still runs post_build,
+// ends the stage and skips the later stages; then a stage past its timeout has its whole process
+// tree killed (a grandchild that detached into the background included).
+TEST_F(Executions, PhaseFailuresRunPostBuildAndATimeoutKillsTheStageTree) {
+  pipeline_only(
+      "    - name: build\n"
+      "      phases:\n"
+      "        install: [echo installed]\n"
+      "        pre_build: [echo prepared]\n"
+      "        build: [echo building, exit 3, echo never]\n"
+      "        post_build: [echo cleaned up]\n"
+      "    - name: after\n"
+      "      run: echo later stage ran\n");
+  sh(app_, "git commit -q -am 'phases'");
+  const std::string v1 = head();
+  start_serve();
+  json failed = wait_status(v1, "failed");
+  ASSERT_TRUE(failed.is_object());
+  const std::string id = failed["id"];
+  EXPECT_NE(failed.value("message", "").find("`exit 3`"), std::string::npos) << failed.dump();
+  for (const char* line :
+       {"[build] installed", "[build] prepared", "[build] building", "[build] cleaned up"}) {
+    EXPECT_TRUE(logged(id, line)) << line << " missing from the log of " << id;
+  }
+  EXPECT_FALSE(logged(id, "[build] never"));
+  EXPECT_FALSE(logged(id, "[after] later stage ran"));
+
+  const fs::path pid_file = dir_.path() / "grandchild.pid";
+  pipeline_only(
+      "    - name: build\n"
+      "      timeout: 2s\n"
+      "      run: [\"sh -c 'sleep 300 & echo $! > " +
+      pid_file.string() + "; wait'\"]\n");
+  sh(app_, "git commit -q -am 'timeout'");
+  const std::string v2 = head();
+  json timed_out = wait_status(v2, "failed");
+  ASSERT_TRUE(timed_out.is_object());
+  EXPECT_NE(timed_out.value("message", "").find("timed out after 2s"), std::string::npos)
+      << timed_out.dump();
+  auto pid_text = core::read_file(pid_file);
+  ASSERT_TRUE(pid_text.ok()) << "the stage never started its grandchild";
+  const pid_t grandchild = static_cast<pid_t>(std::stol(*pid_text));
+  ASSERT_GT(grandchild, 0);
+  // Gone, or a zombie awaiting its reaper; a live `sleep 300` means the tree survived.
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto start = core::process_start_time(grandchild);
+        return !start.ok() || process_gone(grandchild, *start);
+      },
+      30s))
+      << "pid " << grandchild << " outlived its stage's timeout";
+}
+
 }  // namespace
 }  // namespace cutover::e2e
