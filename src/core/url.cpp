@@ -2,70 +2,72 @@
 
 #include <cctype>
 
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
+
 namespace cutover::core {
 
-Result<HttpUrl> parse_http_url(std::string_view url) {
+namespace urls = boost::urls;
+
+Result<HttpUrl> parse_http_url(std::string_view text) {
+  // RFC 3986 syntax (spaces, control characters, bad ports) is Boost.URL's; the rest is what an
+  // outbound HTTP request needs. Errors never repeat the URL (it may carry a token in its path).
+  auto parsed = urls::parse_absolute_uri(text);
+  if (!parsed) {
+    return Error("is not a valid absolute URL (" + parsed.error().message() +
+                 "; spaces and other special characters must be percent-encoded)");
+  }
+  const urls::url_view& u = *parsed;
   HttpUrl out;
-  std::string_view rest;
-  if (url.starts_with("http://")) {
-    rest = url.substr(7);
-  } else if (url.starts_with("https://")) {
+  if (u.scheme_id() == urls::scheme::https) {
     out.tls = true;
-    rest = url.substr(8);
-  } else {
+  } else if (u.scheme_id() != urls::scheme::http) {
     return Error("must start with http:// or https://");
   }
-  for (char c : url) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
-      return Error("must not contain spaces or control characters");
-    }
-  }
-  if (url.find('#') != std::string_view::npos) return Error("must not have a #fragment");
-  const auto end = rest.find_first_of("/?");
-  std::string_view authority = rest.substr(0, end);
-  out.target = end == std::string_view::npos ? "/" : std::string(rest.substr(end));
-  if (out.target.front() == '?') out.target.insert(0, "/");
-  if (authority.find('@') != std::string_view::npos) {
+  if (!u.has_authority()) return Error("has no host (expected http://HOST/...)");
+  if (u.has_userinfo()) {
     return Error("must not carry user:password@ (use a secret and the signature instead)");
   }
-  std::string_view port;
-  if (authority.starts_with("[")) {
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) return Error("has an unclosed [IPv6 address");
-    out.host = std::string(authority.substr(1, close - 1));
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return Error("has garbage after the ]");
-      port = after.substr(1);
-      if (port.empty()) return Error("has an empty port");
-    }
-  } else {
-    const auto colon = authority.rfind(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) {
-      port = authority.substr(colon + 1);
-      if (port.empty()) return Error("has an empty port");
-    }
-    for (char c : out.host) {
-      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')) {
-        return Error("has an invalid host name");
+  if (u.has_fragment()) return Error("must not have a #fragment");
+  switch (u.host_type()) {
+    case urls::host_type::ipv4:
+    case urls::host_type::ipv6:
+      out.host = std::string(u.host_address());
+      break;
+    case urls::host_type::name:
+      // Percent-encoded names are not resolvable as written: refused rather than decoded.
+      for (char c : u.encoded_host()) {
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')) {
+          return Error("has an invalid host name");
+        }
       }
-    }
+      out.host = std::string(u.encoded_host());
+      break;
+    default:
+      return Error("has an invalid host");
   }
   if (out.host.empty()) return Error("has no host");
-  if (port.empty()) {
-    out.port = out.tls ? 443 : 80;
-    return out;
-  }
-  unsigned value = 0;
-  for (char c : port) {
-    if (!std::isdigit(static_cast<unsigned char>(c)) || port.size() > 5) {
-      return Error("has an invalid port (expected 1-65535)");
+  out.port = out.tls ? 443 : 80;
+  if (u.has_port()) {
+    if (u.port().empty()) return Error("has an empty port");
+    // Range-checked here: Boost.URL 1.81's port_number() wraps ports above 65535.
+    const std::string_view digits(u.port().data(), u.port().size());
+    bool ok = digits.size() <= 5;
+    unsigned value = 0;
+    for (char c : digits) {
+      ok = ok && std::isdigit(static_cast<unsigned char>(c)) != 0;
+      value = value * 10 + static_cast<unsigned>(c - '0');
     }
-    value = value * 10 + static_cast<unsigned>(c - '0');
+    if (!ok || value < 1 || value > 65535) return Error("has an invalid port (expected 1-65535)");
+    out.port = static_cast<std::uint16_t>(value);
   }
-  if (value < 1 || value > 65535) return Error("has an invalid port (expected 1-65535)");
-  out.port = static_cast<std::uint16_t>(value);
+  out.target = std::string(u.encoded_target());
+  // Boost.URL 1.81 reads "h:8x/" as port 8 and path "x/": a path after an authority must begin
+  // with '/', so anything else means the authority was malformed.
+  if (!out.target.empty() && out.target.front() != '/' && out.target.front() != '?') {
+    return Error("has an invalid port (expected 1-65535) or host");
+  }
+  if (out.target.empty() || out.target.front() == '?') out.target.insert(0, "/");
   return out;
 }
 
