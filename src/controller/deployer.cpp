@@ -709,6 +709,32 @@ bool Controller::Impl::release_waiting(const std::string& service) {
   return false;
 }
 
+void Controller::Impl::record_skipped(const ReadyRelease& r, const store::Release& newer) {
+  // Recorded as a deployment that never ran, so that `cutover history` shows it.
+  store::Deployment rec;
+  rec.service = r.release.service;
+  rec.release_id = r.release.id;
+  if (auto live = store->live(r.release.service); live && live->has_value()) {
+    rec.previous_release_id = (*live)->release_id;
+  }
+  rec.status = store::DeploymentStatus::Superseded;
+  rec.phase = "Skipped";
+  rec.reason = "skipped: release " + r.release.id + " of commit " +
+               r.release.commit_sha.substr(0, 7) + " arrived while " +
+               (r.behind.empty() ? std::string("another deployment") : "deployment " + r.behind) +
+               " ran; release " + newer.id + " of commit " + newer.commit_sha.substr(0, 7) +
+               " is newer";
+  auto inserted = store->insert_deployment(rec);
+  if (!inserted) {
+    core::logger()->error("deploy: {}: {}", rec.service, inserted.error().message);
+    return;
+  }
+  (void)store->append_audit(
+      "controller", "deploy.skipped", "service:" + rec.service,
+      json{{"deployment", inserted->id}, {"release", rec.release_id}, {"newer", newer.id}}.dump());
+  core::logger()->info("deploy: {} of {}: {}", inserted->id, rec.service, rec.reason);
+}
+
 void Controller::Impl::deploy_ready_releases() {
   std::deque<ReadyRelease> ready;
   {
@@ -723,31 +749,7 @@ void Controller::Impl::deploy_ready_releases() {
     const ReadyRelease& r = ready[i];
     const size_t n = newest[r.release.service];
     if (n == i) continue;
-    const store::Release& newer = ready[n].release;
-    // Recorded as a deployment that never ran, so that `cutover history` shows it.
-    store::Deployment rec;
-    rec.service = r.release.service;
-    rec.release_id = r.release.id;
-    if (auto live = store->live(r.release.service); live && live->has_value()) {
-      rec.previous_release_id = (*live)->release_id;
-    }
-    rec.status = store::DeploymentStatus::Superseded;
-    rec.phase = "Skipped";
-    rec.reason = "skipped: release " + r.release.id + " of commit " +
-                 r.release.commit_sha.substr(0, 7) + " arrived while " +
-                 (r.behind.empty() ? std::string("another deployment") : "deployment " + r.behind) +
-                 " ran; release " + newer.id + " of commit " + newer.commit_sha.substr(0, 7) +
-                 " is newer";
-    auto inserted = store->insert_deployment(rec);
-    if (!inserted) {
-      core::logger()->error("deploy: {}: {}", rec.service, inserted.error().message);
-      continue;
-    }
-    (void)store->append_audit(
-        "controller", "deploy.skipped", "service:" + rec.service,
-        json{{"deployment", inserted->id}, {"release", rec.release_id}, {"newer", newer.id}}
-            .dump());
-    core::logger()->info("deploy: {} of {}: {}", inserted->id, rec.service, rec.reason);
+    record_skipped(r, ready[n].release);
   }
   for (size_t i = 0; i < ready.size(); ++i) {
     const ReadyRelease& r = ready[i];

@@ -376,8 +376,10 @@ void Controller::Impl::run_execution(const std::string& id, const source::Commit
   log->info("execution {} ({}) succeeded; {} release(s) ready to deploy", id, commit.short_sha,
             releases.size());
   notify_execution("execution.succeeded", id, commit.sha, "succeeded");
-  // The loop deploys (it owns the routing and the deployments); the worker only hands over.
-  std::vector<store::Release> skipped;
+  // The loop deploys (it owns the routing and the deployments); the worker only hands over. Only
+  // the newest release of a service waits: one already waiting is skipped now (recorded, so that
+  // `cutover history` shows it), which also bounds the queue by the number of services.
+  std::vector<std::pair<ReadyRelease, store::Release>> skipped;  // (skipped, newer)
   {
     std::lock_guard lock(mu);
     for (const auto& [svc, rel] : releases) {
@@ -385,19 +387,19 @@ void Controller::Impl::run_execution(const std::string& id, const source::Commit
       if (auto active = store->active_deployment(svc->name); active && active->has_value()) {
         ready.behind = (**active).id;
       }
+      for (auto it = ready_releases.begin(); it != ready_releases.end();) {
+        if (it->release.service != svc->name) {
+          ++it;
+          continue;
+        }
+        skipped.emplace_back(std::move(*it), rel);
+        it = ready_releases.erase(it);
+      }
       ready_releases.push_back(std::move(ready));
-    }
-    // Bounded: the oldest waiting releases are dropped (a newer one of theirs is behind them).
-    while (ready_releases.size() > kMaxReadyReleases) {
-      skipped.push_back(ready_releases.front().release);
-      ready_releases.pop_front();
     }
   }
   cv.notify_all();
-  for (const auto& rel : skipped) {
-    log->warn("deploy: release {} of {} dropped: more than {} releases were waiting", rel.id,
-              rel.service, kMaxReadyReleases);
-  }
+  for (const auto& [old, newer] : skipped) record_skipped(old, newer);
 }
 
 }  // namespace cutover::controller

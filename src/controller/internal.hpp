@@ -121,15 +121,14 @@ struct Controller::Impl {
   std::optional<ApprovalWait> approval;
   std::atomic<bool> cancel_execution{false};  // the running execution's cancel flag
 
-  // A release the worker built, waiting for the loop to deploy it (guarded by mu). The loop
-  // deploys the newest per service; older ones are recorded as skipped deployments.
+  // A release the worker built, waiting for the loop to deploy it (guarded by mu). Only the newest
+  // per service waits: an older one is recorded as a skipped deployment when a newer one arrives.
   struct ReadyRelease {
     std::shared_ptr<const config::Config> config;
     store::Release release;
     std::string behind;  // the deployment in progress when it arrived, if any
   };
-  static constexpr size_t kMaxReadyReleases = 64;
-  std::deque<ReadyRelease> ready_releases;  // guarded by mu; oldest first
+  std::deque<ReadyRelease> ready_releases;  // guarded by mu; oldest first, one per service
 
   Impl(Options o, core::Clock& c) : opts(std::move(o)), clock(c) {}
 
@@ -173,6 +172,8 @@ struct Controller::Impl {
                                             core::Duration timeout);
   // Loop thread: deploys the newest ready release of each service; older ones are skipped.
   void deploy_ready_releases();
+  // Records `skipped` as a deployment that never ran because `newer` (same service) arrived.
+  void record_skipped(const ReadyRelease& skipped, const store::Release& newer);
   // True when a release of service is waiting for the loop (a newer one than what deploys now).
   bool release_waiting(const std::string& service);
 

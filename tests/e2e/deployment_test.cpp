@@ -428,12 +428,16 @@ TEST_F(Deployment, ReleasesArrivingDuringADeploymentWaitAndOnlyTheNewestDeploys)
   sh(app_, "echo v4 > VERSION && git commit -q -am v4");
   const std::string v4 = head_short();
   ASSERT_TRUE(built(v4)) << serve_log();
+  // Only the newest release waits: v3 is recorded as skipped as soon as v4 is ready.
   json during = history();
-  ASSERT_EQ(during.size(), 2u) << during.dump(2);
-  EXPECT_EQ(during[0].value("status", ""), "in_progress");
+  ASSERT_EQ(during.size(), 3u) << during.dump(2);
+  EXPECT_EQ(during[0].value("commit", ""), v3);
+  EXPECT_EQ(during[0].value("status", ""), "superseded");
+  EXPECT_EQ(during[1].value("id", ""), v2_deployment);
+  EXPECT_EQ(during[1].value("status", ""), "in_progress");
   EXPECT_TRUE(serves("v1") || serves("v2"));
 
-  // v2's deployment ends (promoted); then v4 deploys and v3 is recorded as skipped.
+  // v2's deployment ends (promoted); then v4 deploys.
   auto promoted = run({CUTOVER_BIN, "promote", "hello", "--state-dir", state_.string()});
   EXPECT_EQ(promoted.exit_code, 0) << promoted.err;
   ASSERT_TRUE(wait_for([&] { return serves("v4"); }, kDeployTimeout)) << serve_log();
