@@ -1,5 +1,7 @@
 #include "api/routes.hpp"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "controller/controller.hpp"
@@ -120,6 +122,11 @@ Response route(controller::Controller& c, const Request& r) {
     return from(c.executions(static_cast<int>(int_param(r, "limit", 20))));
   }
   if (s.size() == 3 && s[1] == "executions" && get) return from(c.execution(s[2]));
+  if (s.size() == 2 && s[1] == "audit" && get) {
+    return from(
+        c.audit(std::max<int64_t>(0, int_param(r, "after", 0)),
+                static_cast<int>(std::clamp<int64_t>(int_param(r, "limit", 100), 1, 10000))));
+  }
   if (s.size() == 4 && s[1] == "executions" && s[3] == "logs" && get) {
     return from(
         c.logs(s[2], int_param(r, "after", 0), static_cast<int>(int_param(r, "limit", 1000))));

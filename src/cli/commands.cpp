@@ -425,6 +425,40 @@ int cmd_executions(const ClientOptions& c, int limit) {
   return 0;
 }
 
+int cmd_audit(const ClientOptions& c, int64_t after_seq, int limit) {
+  auto j = get_json(c, fmt::format("/v1/audit?after={}&limit={}", after_seq, limit));
+  if (!j) return 1;
+  const json& chain = (*j)["chain"];
+  const bool verified = chain.is_object() && chain.value("verified", false);
+  if (c.json) {
+    std::cout << j->dump(2) << "\n";
+  } else {
+    std::cout << fmt::format("{:<6} {:<25} {:<20} {:<26} {:<28} {}\n", "SEQ", "TIME", "ACTOR",
+                             "ACTION", "SUBJECT", "DETAIL");
+    int64_t last = after_seq;
+    size_t n = 0;
+    for (const auto& e : (*j)["entries"]) {
+      const json& d = e["detail"];
+      std::cout << fmt::format(
+          "{:<6} {:<25} {:<20} {:<26} {:<28} {}\n", str(e, "seq"), str(e, "time"), str(e, "actor"),
+          str(e, "action"), str(e, "subject"),
+          d.is_null() ? "" : (d.is_string() ? d.get<std::string>() : d.dump()));
+      last = e.value("seq", last);
+      ++n;
+    }
+    if (n == static_cast<size_t>(limit)) {
+      std::cout << fmt::format("(more may follow: cutover audit --after {})\n", last);
+    }
+    if (verified) std::cout << "chain: verified (every entry's hash follows from the one before)\n";
+  }
+  if (!verified) {
+    std::cerr << "cutover audit: the audit chain does not verify: "
+              << (chain.is_object() ? chain.value("error", "no verdict") : "no verdict") << "\n";
+    return 3;
+  }
+  return 0;
+}
+
 namespace {
 
 int execution_logs(const ClientOptions& c, const std::string& execution, bool follow) {

@@ -56,6 +56,9 @@ int cmd_scan(const ScanCommandOptions& o);
 int cmd_status(const ClientOptions& c, const std::string& service);
 int cmd_history(const ClientOptions& c, const std::string& service);
 int cmd_executions(const ClientOptions& c, int limit);
+// `audit [--after SEQ] [-n LIMIT]`: the audit trail, oldest first, and a check of its hash chain.
+// Exit 3 when the chain is broken (an entry was modified, removed or inserted), with why on stderr.
+int cmd_audit(const ClientOptions& c, int64_t after_seq, int limit);
 // rollback | abort | promote SERVICE (Controller::operate).
 int cmd_operate(const ClientOptions& c, const std::string& action, const std::string& service);
 // cancel EXECUTION; approve|reject EXECUTION [--comment TEXT] (action "cancel", "approve" or

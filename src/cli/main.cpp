@@ -100,6 +100,16 @@ int main(int argc, char** argv) {
   ex->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
   add_client(ex);
 
+  int64_t audit_after = 0;
+  int audit_limit = 100;
+  auto* au = app.add_subcommand(
+      "audit", "The audit trail (who did what), oldest first, and a check of its hash chain");
+  au->add_option("--after", audit_after, "Only entries after this sequence number")
+      ->check(CLI::NonNegativeNumber);
+  au->add_option("-n,--limit", audit_limit, "How many")->check(CLI::Range(1, 10000));
+  au->add_option("-o,--output", output, "text | json")->check(CLI::IsMember({"text", "json"}));
+  add_client(au);
+
   std::string execution;
   std::string task_id;
   bool follow = false;
@@ -205,6 +215,7 @@ int main(int argc, char** argv) {
   if (st->parsed()) return cmd_status(client, service);
   if (h->parsed()) return cmd_history(client, service);
   if (ex->parsed()) return cmd_executions(client, limit);
+  if (au->parsed()) return cmd_audit(client, audit_after, audit_limit);
   for (const auto& [name, op] : operations) {
     if (op->parsed()) return cmd_operate(client, name, service);
   }

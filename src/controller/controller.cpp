@@ -410,6 +410,27 @@ core::Result<json> Controller::history(const std::string& service) const {
   return out;
 }
 
+core::Result<json> Controller::audit(int64_t after_seq, int limit) const {
+  auto list = impl_->store->list_audit(after_seq, limit);
+  if (!list) return internal(list.error());
+  json out{{"entries", json::array()}};
+  for (const auto& a : *list) {
+    json detail = json::parse(a.detail_json.empty() ? "null" : a.detail_json, nullptr, false);
+    if (detail.is_discarded()) detail = a.detail_json;
+    out["entries"].push_back(json{{"seq", a.seq},
+                                  {"time", core::format_rfc3339(core::from_unix_ms(a.time))},
+                                  {"actor", a.actor},
+                                  {"action", a.action},
+                                  {"subject", a.subject},
+                                  {"detail", std::move(detail)},
+                                  {"hash", a.hash}});
+  }
+  auto verified = impl_->store->verify_audit_chain();
+  out["chain"] = verified ? json{{"verified", true}}
+                          : json{{"verified", false}, {"error", verified.error().message}};
+  return out;
+}
+
 core::Result<json> Controller::executions(int limit) const {
   auto list = impl_->store->list_executions(limit);
   if (!list) return internal(list.error());

@@ -84,6 +84,9 @@ class Controller {
   core::Result<nlohmann::json> status(const std::string& service) const;
   core::Result<nlohmann::json> history(const std::string& service) const;
   core::Result<nlohmann::json> executions(int limit) const;
+  // The audit trail, oldest first: up to limit entries after sequence number after_seq, and the
+  // verdict of a check of the whole hash chain ("chain": {"verified": bool, "error": text}).
+  core::Result<nlohmann::json> audit(int64_t after_seq, int limit) const;
   core::Result<nlohmann::json> execution(const std::string& id) const;
   core::Result<nlohmann::json> logs(const std::string& execution_id, int64_t after_seq,
                                     int limit) const;

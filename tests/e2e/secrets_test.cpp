@@ -147,10 +147,28 @@ TEST_F(Secrets, InjectedIntoStagesAndTasksAndNeverWrittenInClear) {
   list = cli_json({"secrets", "list"});
   ASSERT_EQ(list["secrets"].size(), 1u);
 
+  // The audit trail names who set and removed which secret (never the value) and verifies.
+  const json audit = cli_json({"audit"});
+  ASSERT_TRUE(audit.is_object()) << cli({"audit"}).err;
+  EXPECT_EQ(audit["chain"]["verified"], true) << audit.dump(2);
+  std::vector<std::string> secret_actions;
+  for (const auto& e : audit["entries"]) {
+    const std::string action = e.value("action", "");
+    if (action.rfind("secret.", 0) == 0) {
+      secret_actions.push_back(action + " " + e.value("subject", ""));
+      EXPECT_EQ(e.value("actor", ""), "api") << e;
+    }
+  }
+  EXPECT_EQ(secret_actions,
+            (std::vector<std::string>{
+                "secret.set secret:build/token", "secret.set secret:hello/db-password",
+                "secret.set secret:hello/db-password", "secret.remove secret:build/token"}))
+      << audit.dump(2);
+
   // Every byte cutover wrote or answered: no value in clear anywhere.
   std::string everything;
   for (const auto& args : std::vector<std::vector<std::string>>{
-           {"status"}, {"executions"}, {"history", "hello"}, {"secrets", "list"}}) {
+           {"status"}, {"executions"}, {"history", "hello"}, {"secrets", "list"}, {"audit"}}) {
     everything += cli_json(args).dump();
   }
   const json executions = cli_json({"executions"});
@@ -168,6 +186,27 @@ TEST_F(Secrets, InjectedIntoStagesAndTasksAndNeverWrittenInClear) {
   for (const std::string& value : {kBuildToken, kDbPassword, std::string("not-the-final-value")}) {
     EXPECT_EQ(everything.find(value), std::string::npos) << value << " found in clear";
   }
+
+  // An entry rewritten behind cutover's back (here: who removed the secret) breaks the chain, and
+  // `cutover audit` says where and exits 3.
+  auto text = cli({"audit"});
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("chain: verified"), std::string::npos) << text.out;
+  const std::string db = (state_ / "state.db").string();
+  auto tampered = run({"python3", "-c",
+                       "import sqlite3, sys\n"
+                       "c = sqlite3.connect(sys.argv[1], timeout=30)\n"
+                       "n = c.execute(\"UPDATE audit_log SET actor = 'mallory' WHERE action = "
+                       "'secret.remove'\").rowcount\n"
+                       "c.commit()\n"
+                       "print(n)\n",
+                       db});
+  ASSERT_EQ(tampered.exit_code, 0) << tampered.err;
+  ASSERT_EQ(tampered.out, "1\n");
+  text = cli({"audit"});
+  EXPECT_EQ(text.exit_code, 3) << text.out;
+  EXPECT_NE(text.err.find("audit chain broken at entry"), std::string::npos) << text.err;
+  EXPECT_NE(text.err.find("the entry was modified"), std::string::npos) << text.err;
 }
 
 }  // namespace
