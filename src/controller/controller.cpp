@@ -43,6 +43,11 @@ core::Result<std::unique_ptr<Controller>> Controller::create(Options options, co
   auto st = store::Store::open(dir / "state.db", clock);
   if (!st) return st.error().wrap("cannot open the state database");
   impl->store = std::move(*st);
+  // A broken audit chain does not stop the controller (it is evidence, kept as it is), but it is
+  // said at once; `cutover audit` says it on every read.
+  if (auto chain = impl->store->verify_audit_chain(); !chain) {
+    core::logger()->error("{}", chain.error().message);
+  }
   auto key = store::SecretKey::load(dir);
   if (!key) return key.error().wrap("cannot load the secret store's key");
   impl->secrets = std::make_unique<store::SecretStore>(*impl->store, std::move(*key));
