@@ -131,6 +131,16 @@ void Controller::Impl::deploy_rolling(const config::Service& service,
     auto rel = store->get_release(*d.previous_release_id);
     if (rel && rel->has_value()) previous = **rel;
   }
+  // Blue tasks restarted by a rollback run as the previous release was configured (its env,
+  // command, health), not as this commit's configuration says.
+  std::shared_ptr<const config::Config> previous_config;
+  const config::Service* previous_service = nullptr;
+  if (previous) {
+    if (auto pc = config_at(previous->commit_sha); pc) {
+      previous_config = *pc;
+      previous_service = previous_config->find_service(service.name);
+    }
+  }
   const Color blue_color = deploy::other(green_color);
   const std::string green = std::string(deploy::to_string(green_color));
   const std::string blue = std::string(deploy::to_string(blue_color));
@@ -415,16 +425,14 @@ void Controller::Impl::deploy_rolling(const config::Service& service,
         case RollingCommandKind::StartTask: {
           auto& v = ids[c.color];
           if (v.size() <= c.task) v.resize(c.task + 1);
-          const store::Release* rel = c.color == Color::Green ? &release
-                                      : previous              ? &*previous
-                                                              : nullptr;
-          if (rel == nullptr) {
+          const bool is_green = c.color == Color::Green;
+          if (!is_green && (!previous || previous_service == nullptr)) {
             task_event(RollingEventKind::TaskFailed, c.color, c.task,
-                       "the previous release is gone");
+                       "the previous release or its configuration is not available");
             break;
           }
-          auto started =
-              start_tasks(service, *rel, c.color == Color::Green ? green_color : blue_color, 1);
+          auto started = is_green ? start_tasks(service, release, green_color, 1)
+                                  : start_tasks(*previous_service, *previous, blue_color, 1);
           if (!started) {
             task_event(RollingEventKind::TaskFailed, c.color, c.task, started.error().message);
             break;
@@ -473,8 +481,11 @@ void Controller::Impl::deploy_rolling(const config::Service& service,
             refused(r.error().message);
             break;
           }
-          log->info("deploy: {}: production {} {}% / {} {}% ({})", d.id, green, w / 100.0, blue,
-                    (proxy::kWeightTotal - w) / 100.0, progress(d));
+          log->info("deploy: {}: production {} {}%{} ({})", d.id, green, w / 100.0,
+                    d.previous_release_id
+                        ? " / " + blue + " " + std::to_string((proxy::kWeightTotal - w) / 100) + "%"
+                        : std::string(),
+                    progress(d));
           events.push_back(
               {.kind = RollingEventKind::WeightsApplied, .weight = w, .snapshot = c.snapshot});
           break;
