@@ -9,6 +9,8 @@
 //       stopped, 0 failed requests. (A version that exits at start would crash-loop instead, but
 //       between its restarts its port is free, and on a shared machine another test's server may
 //       take it and pass the health checks for it.)
+//   (c) the controller SIGKILLed while the rollout has blue down to 2 tasks and restarted: the
+//       deployment is settled, green stopped, blue brought back to 4 tasks, 0 failed requests.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -197,6 +199,53 @@ TEST_F(Rolling, AVersionThatNeverGetsHealthyTripsTheCircuitBreakerAndBlueIsResto
   }
   EXPECT_TRUE(serves("v1"));
   std::printf("circuit breaker: %s; %d requests, %d failed\n", reason.c_str(), load.total(),
+              load.failures());
+}
+
+TEST_F(Rolling, ControllerKilledMidRolloutRestoresBlueToItsCount) {
+  configure();
+  deploy_v1();
+  configure("{ UNHEALTHY: \"1\" }");  // green never gets healthy: the rollout stays half-way
+  PacedLoad load(port_);
+  commit("v2", "echo v2 > VERSION");
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json hist = cli_json({"history", "hello"});
+        if (!hist.is_object() || hist["deployments"].size() < 2) return false;
+        json st = status();
+        if (!st.is_object() || st["services"].empty()) return false;
+        const json& state = st["services"][0]["deployment"]["state"];
+        return state.is_object() && state.value("blue_healthy", -1) == 2 &&
+               state.value("green_starting", 0) > 0;
+      },
+      kDeployTimeout))
+      << status().dump(2) << serve_log();
+  serve_->kill(SIGKILL);
+  ASSERT_TRUE(serve_->wait(10s).has_value());
+  start_serve();
+  EXPECT_EQ(wait_v2_ended(), "failed") << v2().dump();
+  EXPECT_NE(v2().value("reason", "").find("brought back to its task count"), std::string::npos)
+      << v2().dump();
+  ASSERT_TRUE(wait_for(
+      [&] {
+        json st = status();
+        if (!st.is_object() || st["services"].empty()) return false;
+        const json& svc = st["services"][0];
+        if (svc["tasks"].size() != 4) return false;
+        for (const auto& t : svc["tasks"]) {
+          if (t["color"] != svc["live"]["color"] || t.value("health", "") != "healthy")
+            return false;
+        }
+        return true;
+      },
+      60s))
+      << status().dump(2);
+  const int after = load.total();
+  ASSERT_TRUE(wait_for([&] { return load.total() > after + 20; }, 30s));
+  load.stop();
+  EXPECT_EQ(load.failures(), 0) << load.first_failure();
+  EXPECT_EQ(load.count("v2"), 0);
+  std::printf("controller SIGKILL mid-rollout: %d requests, %d failed\n", load.total(),
               load.failures());
 }
 
