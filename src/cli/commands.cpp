@@ -350,10 +350,17 @@ int cmd_status(const ClientOptions& c, const std::string& service) {
               std::max<int64_t>(0, state["deadline_unix_ms"].get<int64_t>() - now_ms);
           left = core::format_duration(std::chrono::milliseconds(ms / 1000 * 1000));
         }
-        std::cout << fmt::format(
-            "              {} — green {}% (step {} of {}), alarms {}, {} left in this wait\n",
-            str(state, "wait"), state.value("weight", 0) / 100.0, state.value("step", 0) + 1,
-            str(state, "steps"), str(state, "alarms"), left);
+        if (str(state, "strategy", "") == "rolling") {
+          std::cout << fmt::format(
+              "              rolling — {}, green {}% of production, alarms "
+              "{}, {} to the next deadline\n",
+              str(state, "progress"), state.value("weight", 0) / 100.0, str(state, "alarms"), left);
+        } else {
+          std::cout << fmt::format(
+              "              {} — green {}% (step {} of {}), alarms {}, {} left in this wait\n",
+              str(state, "wait"), state.value("weight", 0) / 100.0, state.value("step", 0) + 1,
+              str(state, "steps"), str(state, "alarms"), left);
+        }
       }
     }
     std::cout << "  tasks:\n";

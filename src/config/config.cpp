@@ -1467,7 +1467,13 @@ Deployment parse_deployment(Ctx& ctx, const YAML::Node& n, const std::string& pa
       d.traffic = parse_traffic(ctx, *v, m.sub("traffic"));
     }
   }
-  if (const auto* v = m.get("hooks")) {
+  if (const auto* v = m.get("hooks"); v && d.strategy == Strategy::Rolling) {
+    ctx.error(m.find("hooks")->key_node,
+              m.sub("hooks") +
+                  " only applies to strategy blue_green (its hook points are phases of the "
+                  "blue/green lifecycle; a rolling update has no test traffic phase or cut-over "
+                  "to hook into)");
+  } else if (v) {
     Map h(ctx, *v, m.sub("hooks"), true);
     h.allow({"before_install", "after_install", "after_allow_test_traffic", "before_allow_traffic",
              "after_allow_traffic"});
@@ -1672,6 +1678,21 @@ std::optional<Service> parse_service(Ctx& ctx, const std::string& name, const YA
   }
   if (const auto* v = m.get("deployment")) {
     s.deployment = parse_deployment(ctx, *v, m.sub("deployment"));
+    const Deployment& d = s.deployment;
+    // ECS rounding: at most floor(count * max_percent / 100) tasks run, at least
+    // ceil(count * min_healthy_percent / 100) stay healthy; with no room between the two, no
+    // task can be replaced (100/100 has its own message in parse_deployment).
+    const int most = s.task.count * d.max_percent / 100;
+    const int least = (s.task.count * d.min_healthy_percent + 99) / 100;
+    if (d.strategy == Strategy::Rolling && most <= least &&
+        !(d.min_healthy_percent == 100 && d.max_percent == 100)) {
+      ctx.error(*v, m.sub("deployment") + ": with task count " + std::to_string(s.task.count) +
+                        ", min_healthy_percent " + std::to_string(d.min_healthy_percent) +
+                        " and max_percent " + std::to_string(d.max_percent) +
+                        " leave no room to replace a task (at most " + std::to_string(most) +
+                        " running, at least " + std::to_string(least) +
+                        " healthy); lower min_healthy_percent or raise max_percent");
+    }
   }
   return s;
 }

@@ -166,7 +166,7 @@ core::Result<runtime::TaskSpec> Controller::Impl::task_spec(const config::Servic
 }
 
 core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
-    const config::Service& service, const store::Release& release, deploy::Color color) {
+    const config::Service& service, const store::Release& release, deploy::Color color, int count) {
   // No task starts from an artifact whose tree or provenance does not verify; gc waits meanwhile.
   std::lock_guard registry_lock(registry_mu);
   if (auto verified = verify_artifact(release); !verified) return verified.error();
@@ -175,7 +175,7 @@ core::Result<std::vector<runtime::Task>> Controller::Impl::start_tasks(
   const runtime::TaskSpec& spec = *made;
   const config::Container& c = service.task.containers.front();
   runtime::Driver& runner = driver_for(service);
-  auto tasks = runtime::start_task_set(runner, spec, service.task.count);
+  auto tasks = runtime::start_task_set(runner, spec, count < 0 ? service.task.count : count);
   if (!tasks) return tasks.error();
   for (const auto& t : *tasks) {
     store::TaskRecord rec;
@@ -250,6 +250,12 @@ core::Result<void> Controller::Impl::stop_tasks(const config::Service& service,
 
 void Controller::Impl::deploy_release(const config::Service& service, const store::Release& release,
                                       bool fast_path) {
+  // A rolling service replaces its tasks in place (rolling.cpp); an operator's rollback redeploy
+  // (fast_path) goes all at once through blue/green.
+  if (service.deployment.strategy == config::Strategy::Rolling && !fast_path) {
+    deploy_rolling(service, release);
+    return;
+  }
   auto log = core::logger();
   auto live = store->live(service.name);
   if (!live) {

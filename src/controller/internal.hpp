@@ -188,7 +188,8 @@ struct Controller::Impl {
     std::shared_ptr<const config::Config> config;  // the config the service runs with
     std::map<std::string, int> weights;            // production weights by color (sum 10000)
     std::vector<std::string> registered;           // colors health-checked without weight
-    std::string test_color;  // where the test listener goes; empty = most production weight
+    std::string test_color;          // where the test listener goes; empty = most production weight
+    std::set<std::string> draining;  // task ids left out of the snapshot (rolling: being stopped)
   };
   std::map<std::string, Routing> routing;  // loop thread only
   core::Result<std::map<std::string, std::string>> target_states();
@@ -240,9 +241,15 @@ struct Controller::Impl {
   core::Result<runtime::TaskSpec> task_spec(const config::Service& service,
                                             const store::Release& release,
                                             const std::string& color) const;
+  // count: the service's task count unless given (rolling starts one task at a time).
   core::Result<std::vector<runtime::Task>> start_tasks(const config::Service& service,
                                                        const store::Release& release,
-                                                       deploy::Color color);
+                                                       deploy::Color color, int count = -1);
+  // The `rolling` strategy (rolling.cpp): deploy_release hands a rolling service's release here.
+  void deploy_rolling(const config::Service& service, const store::Release& release);
+  // recovery.cpp: a rolling deployment a restart interrupted leaves the live color at its count.
+  core::Result<void> top_up_rolling(const std::shared_ptr<const config::Config>& cfg,
+                                    const std::string& release_id, const std::string& color);
   // Stops one task through the driver that started it (and its supervisor, for processes).
   core::Result<void> stop_task(const runtime::Task& task);
   // Drains (up to the service's drain_timeout) and stops the tasks of one color, with the

@@ -132,6 +132,12 @@ core::Result<void> Controller::Impl::recover() {
   }
 
   std::vector<store::TaskRecord> doomed;
+  struct RollingTopUp {
+    std::shared_ptr<const config::Config> config;
+    std::string release_id;
+    std::string color;
+  };
+  std::vector<RollingTopUp> rolling_top_ups;
   // Deployments a crash interrupted: if production had already moved to green (the live release
   // is the deployment's), finish it by stopping blue; otherwise stop green and keep blue.
   for (const auto& name : known_services(*store)) {
@@ -166,6 +172,13 @@ core::Result<void> Controller::Impl::recover() {
     u.reason = moved ? "completed after a controller restart (production had moved; blue stopped)"
                      : "the controller restarted during " + dep.phase +
                            "; green stopped, production stayed on the previous release";
+    // Rolling: the kept color may be short of tasks (blue stopped as green came up, or green
+    // live before it had all of them): it is brought back to the service's count below.
+    if (json::parse(dep.state_json, nullptr, false).value("strategy", "") == "rolling" && cfg &&
+        live->has_value()) {
+      rolling_top_ups.push_back({cfg, (*live)->release_id, (*live)->color});
+      u.reason += " (rolling: " + (*live)->color + " brought back to its task count)";
+    }
     (void)store->update_deployment(dep.id, u);
     (void)store->append_deployment_event(dep.id, "Recovered",
                                          json{{"outcome", u.phase}, {"reason", u.reason}}.dump());
@@ -215,7 +228,37 @@ core::Result<void> Controller::Impl::recover() {
       (void)store->update_task_status(t.task_id, store::TaskStatus::Stopped);
     }
   }
+  for (const auto& top : rolling_top_ups) {
+    auto r = top_up_rolling(top.config, top.release_id, top.color);
+    if (published) published = r;
+  }
   return published;
+}
+
+// Rolling deployments a restart interrupted: the live color is started up to the service's task
+// count (whatever the rollout had stopped), then the routes are published with the new tasks.
+core::Result<void> Controller::Impl::top_up_rolling(
+    const std::shared_ptr<const config::Config>& cfg, const std::string& release_id,
+    const std::string& color) {
+  auto rel = store->get_release(release_id);
+  if (!rel || !rel->has_value()) return publish_routes();
+  for (const auto& svc : cfg->services) {
+    if (svc.name != (**rel).service) continue;
+    auto running = store->list_running_tasks(svc.name);
+    if (!running) return running.error();
+    int have = 0;
+    for (const auto& t : *running) have += t.color == color && t.release_id == release_id;
+    if (have >= svc.task.count) break;
+    const deploy::Color c = color == "blue" ? deploy::Color::Blue : deploy::Color::Green;
+    if (auto started = start_tasks(svc, **rel, c, svc.task.count - have); !started) {
+      core::logger()->error("deploy: {}: restoring {} to {} tasks: {}", svc.name, color,
+                            svc.task.count, started.error().message);
+    } else {
+      core::logger()->warn("deploy: {}: {} task(s) of {} started to restore its count of {}",
+                           svc.name, started->size(), color, svc.task.count);
+    }
+  }
+  return publish_routes();
 }
 
 }  // namespace cutover::controller

@@ -93,7 +93,8 @@ void add_service_routes(const config::Service& svc, const Controller::Impl::Rout
     }
     g.drain_timeout_ms = ms(svc.deployment.drain_timeout);
     for (const auto& t : tasks) {
-      if (t.color == color) g.targets.push_back({t.task_id, "127.0.0.1:" + std::to_string(t.port)});
+      if (t.color != color || routing.draining.count(t.task_id)) continue;
+      g.targets.push_back({t.task_id, "127.0.0.1:" + std::to_string(t.port)});
     }
     snap.target_groups.push_back(std::move(g));
   }

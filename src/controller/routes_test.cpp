@@ -187,5 +187,22 @@ TEST(Routes, TestListenerFollowsTheHeaviestVersionWhenNothingIsBeingInstalled) {
   EXPECT_TRUE(snap3.listeners[1].routes.empty());
 }
 
+// Rolling: a task chosen for stopping leaves its group (the proxy drains it) while the rest of the
+// group, and a color with weight 0 (health-checked, no production traffic), stay.
+TEST(Routes, DrainingTasksLeaveTheirGroupAndWeightZeroColorsStayHealthChecked) {
+  auto c = parse("    listeners: { production: 127.0.0.1:8000 }\n");
+  Routing r;
+  r.weights = {{"blue", proxy::kWeightTotal}, {"green", 0}};
+  r.draining = {"t2"};
+  auto snap = build(
+      *c, r, {task("t1", "blue", 30001), task("t2", "blue", 30002), task("t3", "green", 30003)});
+  EXPECT_THAT(snap.listeners[0].routes, ElementsAre(proxy::Route{"web-blue", proxy::kWeightTotal}));
+  ASSERT_EQ(snap.target_groups.size(), 2u);
+  EXPECT_EQ(snap.target_groups[0].name, "web-blue");
+  EXPECT_THAT(snap.target_groups[0].targets, ElementsAre(proxy::Target{"t1", "127.0.0.1:30001"}));
+  EXPECT_EQ(snap.target_groups[1].name, "web-green");
+  EXPECT_THAT(snap.target_groups[1].targets, ElementsAre(proxy::Target{"t3", "127.0.0.1:30003"}));
+}
+
 }  // namespace
 }  // namespace cutover::controller
