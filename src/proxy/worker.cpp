@@ -29,6 +29,7 @@
 #include "core/id.hpp"
 #include "core/log.hpp"
 #include "http1/http1.hpp"
+#include "proxy/draining_read.hpp"
 #include "proxy/internal.hpp"
 
 namespace cutover::proxy::detail {
@@ -198,7 +199,7 @@ using IoResult = std::tuple<boost::system::error_code, size_t>;
 // Client I/O through TLS when the listener terminates it. Not coroutines: each returns the
 // operation's awaitable (the same type either way), so no frame is added per call.
 Task<IoResult> client_read(Worker::Conn& c, asio::mutable_buffer b) {
-  return c.tls ? c.tls->async_read_some(b, kTok) : c.client.async_read_some(b, kTok);
+  return c.tls ? c.tls->async_read_some(b, kTok) : c.client.async_read_some(draining(b), kTok);
 }
 template <class Buffers>
 Task<IoResult> client_write(Worker::Conn& c, const Buffers& b) {
@@ -780,7 +781,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
           break;
         }
         auto [ec, n] = co_await up->socket.async_read_some(
-            asio::buffer(ublock.get() + uend, kUpstreamBufferBytes - uend), kTok);
+            draining(asio::buffer(ublock.get() + uend, kUpstreamBufferBytes - uend)), kTok);
         if (ec) {
           rec = ec;
           timed_out = c.timed_out;
@@ -874,7 +875,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
     while (!failed && !rframer.done()) {
       arm(c, opt.body_timeout);
       auto [ec, n] = co_await up->socket.async_read_some(
-          asio::buffer(ublock.get(), kUpstreamBufferBytes), kTok);
+          draining(asio::buffer(ublock.get(), kUpstreamBufferBytes)), kTok);
       if (ec) {
         if (until_close && (ec == asio::error::eof)) break;
         target->stats->upstream_errors.fetch_add(1, std::memory_order_relaxed);
@@ -957,8 +958,8 @@ Task<void> Worker::tunnel(Conn& c, Upstream& up, const TargetEntry& target) {
     auto block = take_buffer();
     for (;;) {
       arm(c, idle);
-      auto [ec, n] =
-          co_await up.socket.async_read_some(asio::buffer(block.get(), kUpstreamBufferBytes), kTok);
+      auto [ec, n] = co_await up.socket.async_read_some(
+          draining(asio::buffer(block.get(), kUpstreamBufferBytes)), kTok);
       if (ec) {
         boost::system::error_code ignored;
         if (ec == asio::error::eof && !c.tls)
