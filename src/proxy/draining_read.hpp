@@ -69,11 +69,13 @@ class reactive_socket_recv_op_base<cutover::proxy::detail::DrainingBuffer> : pub
     const bool stream = (o->state_ & socket_ops::stream_oriented) != 0;
     const size_t want = o->buffers_.buffer.size();
     if (!socket_ops::non_blocking_recv1(o->socket_, o->buffers_.buffer.data(), want, o->flags_,
-                                        stream, o->ec_, o->bytes_transferred_))
+                                        stream, o->ec_, o->bytes_transferred_)) {
       return not_done;  // EAGAIN: the reactor queues the read until epoll reports data
+    }
     // Asio's rule (EOF) plus a successful short read of a stream: the receive queue is empty.
-    if (stream && (o->bytes_transferred_ == 0 || (!o->ec_ && o->bytes_transferred_ < want)))
+    if (stream && (o->bytes_transferred_ == 0 || (!o->ec_ && o->bytes_transferred_ < want))) {
       return done_and_exhausted;
+    }
     return done;
   }
 

@@ -5,6 +5,7 @@
 // a cancelled read all complete as with plain Asio reads.
 #include <sys/socket.h>
 
+#include <array>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -60,11 +61,11 @@ std::optional<ReadResult> read_once(Pair& p, char* buf, size_t size) {
 
 TEST(DrainingReadTest, ReadAfterAShortReadCompletesWhenDataArrivesLater) {
   Pair p;
-  char buf[1024];
+  std::array<char, 1024> buf{};
   p.send("first");
-  auto r1 = read_once(p, buf, sizeof buf);
+  auto r1 = read_once(p, buf.data(), buf.size());
   ASSERT_TRUE(r1);
-  EXPECT_EQ(std::string(buf, r1->n), "first");
+  EXPECT_EQ(std::string(buf.data(), r1->n), "first");
   // The short read marked the socket drained: this read is queued on epoll, and the data sent
   // while it waits must wake it.
   std::optional<ReadResult> r2;
@@ -79,58 +80,58 @@ TEST(DrainingReadTest, ReadAfterAShortReadCompletesWhenDataArrivesLater) {
     p.ioc.run_one_for(std::chrono::milliseconds(100));
   ASSERT_TRUE(r2) << "the read after a short read missed the data sent later";
   EXPECT_FALSE(r2->ec);
-  EXPECT_EQ(std::string(buf, r2->n), "second");
+  EXPECT_EQ(std::string(buf.data(), r2->n), "second");
 }
 
 TEST(DrainingReadTest, DataWhoseEventWasProcessedBeforeTheNextReadIsNotLost) {
   Pair p;
-  char buf[1024];
+  std::array<char, 1024> buf{};
   p.send("first");
-  auto r1 = read_once(p, buf, sizeof buf);
+  auto r1 = read_once(p, buf.data(), buf.size());
   ASSERT_TRUE(r1);
   // Data arrives while no read is pending, and the reactor handles its (edge-triggered) epoll
   // event with nothing to complete: the next read must still see it.
   p.send("second");
   for (int i = 0; i < 20; ++i) p.ioc.poll();
   p.ioc.restart();
-  auto r2 = read_once(p, buf, sizeof buf);
+  auto r2 = read_once(p, buf.data(), buf.size());
   ASSERT_TRUE(r2) << "the data's epoll event was consumed before the read and the read hung";
   EXPECT_FALSE(r2->ec);
-  EXPECT_EQ(std::string(buf, r2->n), "second");
+  EXPECT_EQ(std::string(buf.data(), r2->n), "second");
 }
 
 TEST(DrainingReadTest, AReadThatFillsItsBufferLeavesTheRestForTheNextRead) {
   Pair p;
-  char buf[4];
+  std::array<char, 4> buf{};
   p.send("0123456789");
   std::string got;
   while (got.size() < 10) {
-    auto r = read_once(p, buf, sizeof buf);
+    auto r = read_once(p, buf.data(), buf.size());
     ASSERT_TRUE(r) << "read hung after " << got.size() << " bytes";
     ASSERT_FALSE(r->ec) << r->ec.message();
-    got.append(buf, r->n);
+    got.append(buf.data(), r->n);
   }
   EXPECT_EQ(got, "0123456789");
 }
 
 TEST(DrainingReadTest, EndOfStreamAfterAShortReadIsReported) {
   Pair p;
-  char buf[1024];
+  std::array<char, 1024> buf{};
   p.send("last");
-  auto r1 = read_once(p, buf, sizeof buf);
+  auto r1 = read_once(p, buf.data(), buf.size());
   ASSERT_TRUE(r1);
-  EXPECT_EQ(r1->n, 4u);
+  EXPECT_EQ(r1->n, 4U);
   p.far.shutdown(tcp::socket::shutdown_send);
-  auto r2 = read_once(p, buf, sizeof buf);
+  auto r2 = read_once(p, buf.data(), buf.size());
   ASSERT_TRUE(r2) << "EOF after a short read was not reported";
   EXPECT_EQ(r2->ec, asio::error::eof);
 }
 
 TEST(DrainingReadTest, CancellingAWaitingReadCompletesItWithOperationAborted) {
   Pair p;
-  char buf[1024];
+  std::array<char, 1024> buf{};
   p.send("x");
-  ASSERT_TRUE(read_once(p, buf, sizeof buf));
+  ASSERT_TRUE(read_once(p, buf.data(), buf.size()));
   std::optional<ReadResult> r;
   p.near.async_read_some(draining(asio::buffer(buf)), [&](boost::system::error_code ec, size_t n) {
     r = {ec, n};
