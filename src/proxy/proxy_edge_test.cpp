@@ -262,6 +262,33 @@ TEST_F(ProxyEdgeTest, PipelinedRequestsAreAnsweredInOrder) {
   EXPECT_EQ(a.requests.load(), 3);
 }
 
+// The proxy writes at once what the client's socket takes and the rest asynchronously: a
+// response far larger than the socket buffers, to a client that reads it in small pieces, must
+// arrive whole and in order, followed by the pipelined request's answer on the same connection.
+TEST_F(ProxyEdgeTest, ALargeResponseToASlowReaderArrivesWholeBeforeThePipelinedOne) {
+  std::string big(8 * 1024 * 1024 + 13, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+  Backend a("task-a");
+  a.handler = [&big](const Request& req, Response& res) {
+    res.body() = req.target() == "/big" ? big : std::string("small");
+  };
+  start_with(a);
+  Raw c(port());
+  ASSERT_TRUE(
+      c.send("GET /big HTTP/1.1\r\nHost: a\r\n\r\nGET /small HTTP/1.1\r\nHost: a\r\n"
+             "Connection: close\r\n\r\n"));
+  auto all = c.read_all();
+  auto first_body = all.find("\r\n\r\n");
+  ASSERT_NE(first_body, std::string::npos);
+  EXPECT_EQ(all.substr(0, 15), "HTTP/1.1 200 OK");
+  ASSERT_GE(all.size(), first_body + 4 + big.size());
+  EXPECT_TRUE(all.compare(first_body + 4, big.size(), big) == 0) << "the large body was altered";
+  auto rest = all.substr(first_body + 4 + big.size());
+  EXPECT_EQ(rest.substr(0, 15), "HTTP/1.1 200 OK") << rest.substr(0, 200);
+  EXPECT_EQ(rest.substr(rest.size() - 5), "small");
+  EXPECT_EQ(a.requests.load(), 2);
+}
+
 TEST_F(ProxyEdgeTest, Http10ClientsGetAnHttp10Exchange) {
   Backend a("task-a");
   start_with(a);

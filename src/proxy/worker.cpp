@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include <optional>
@@ -29,6 +30,7 @@
 #include "core/id.hpp"
 #include "core/log.hpp"
 #include "http1/http1.hpp"
+#include "proxy/draining_read.hpp"
 #include "proxy/internal.hpp"
 
 namespace cutover::proxy::detail {
@@ -44,6 +46,7 @@ constexpr auto kTok = asio::as_tuple(asio::use_awaitable_t<Executor>{});
 constexpr size_t kClientBufferBytes = 2048;     // grows up to max_header_bytes / kBodyChunk
 constexpr size_t kUpstreamBufferBytes = 32768;  // per request in flight, from a free list
 constexpr size_t kBodyChunkBytes = 32768;
+constexpr size_t kJoinBodyBytes = 1024;  // a body this small is copied after its head
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 constexpr auto kSweepInterval = std::chrono::milliseconds(100);
 
@@ -198,11 +201,55 @@ using IoResult = std::tuple<boost::system::error_code, size_t>;
 // Client I/O through TLS when the listener terminates it. Not coroutines: each returns the
 // operation's awaitable (the same type either way), so no frame is added per call.
 Task<IoResult> client_read(Worker::Conn& c, asio::mutable_buffer b) {
-  return c.tls ? c.tls->async_read_some(b, kTok) : c.client.async_read_some(b, kTok);
+  return c.tls ? c.tls->async_read_some(b, kTok) : c.client.async_read_some(draining(b), kTok);
 }
 template <class Buffers>
 Task<IoResult> client_write(Worker::Conn& c, const Buffers& b) {
   return c.tls ? asio::async_write(*c.tls, b, kTok) : asio::async_write(c.client, b, kTok);
+}
+
+// Writes on the request path first try one non-blocking send()/sendmsg() on the plain socket:
+// a head with a small body almost always fits the send buffer, and writing at once spares the
+// coroutine a suspension and a trip of the completion through the io_context. What the socket
+// did not take (a full send buffer) is left in `bufs` for async_write. A null socket (TLS) sends
+// nothing here. Returns an error other than a full send buffer.
+template <size_t N>
+boost::system::error_code send_now(Socket* s, std::array<asio::const_buffer, N>& bufs) {
+  if (!s) return {};
+  std::array<iovec, N> iov;
+  size_t count = 0;
+  for (const auto& b : bufs)
+    if (b.size() > 0) iov[count++] = iovec{const_cast<void*>(b.data()), b.size()};
+  if (count == 0) return {};
+  ssize_t n;
+  do {
+    if (count == 1) {
+      n = ::send(s->native_handle(), iov[0].iov_base, iov[0].iov_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } else {
+      msghdr msg{};
+      msg.msg_iov = iov.data();
+      msg.msg_iovlen = count;
+      n = ::sendmsg(s->native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return {};
+    return {errno, boost::system::system_category()};
+  }
+  auto sent = static_cast<size_t>(n);
+  for (auto& b : bufs) {
+    size_t k = std::min(sent, b.size());
+    b += k;
+    sent -= k;
+  }
+  return {};
+}
+
+template <size_t N>
+bool all_sent(const std::array<asio::const_buffer, N>& bufs) {
+  for (const auto& b : bufs)
+    if (b.size() > 0) return false;
+  return true;
 }
 
 }  // namespace
@@ -436,8 +483,9 @@ Task<bool> Worker::answer(Conn& c, int status, std::string_view detail, bool kee
   c.out.clear();
   http1::write_simple_response(status, detail, keep_alive, c.out, location);
   arm(c, std::chrono::seconds(10));
-  auto out = asio::buffer(c.out);
-  auto [ec, n] = co_await client_write(c, out);
+  std::array<asio::const_buffer, 1> out{asio::buffer(c.out)};
+  auto ec = send_now(c.tls ? nullptr : &c.client, out);
+  if (!ec && !all_sent(out)) std::tie(ec, std::ignore) = co_await client_write(c, out);
   co_return !ec && keep_alive;
 }
 
@@ -710,7 +758,9 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
       std::array<asio::const_buffer, 2> bufs{asio::buffer(c.out.data(), head_size),
                                              asio::buffer(c.in.data(), body_prefix)};
       arm(c, opt.body_timeout);
-      auto [ec, n] = co_await asio::async_write(up->socket, bufs, kTok);
+      auto ec = send_now(&up->socket, bufs);
+      if (!ec && !all_sent(bufs))
+        std::tie(ec, std::ignore) = co_await asio::async_write(up->socket, bufs, kTok);
       upstream_failed = static_cast<bool>(ec);
     }
     if (!upstream_failed && !framer.done()) {
@@ -780,7 +830,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
           break;
         }
         auto [ec, n] = co_await up->socket.async_read_some(
-            asio::buffer(ublock.get() + uend, kUpstreamBufferBytes - uend), kTok);
+            draining(asio::buffer(ublock.get() + uend, kUpstreamBufferBytes - uend)), kTok);
         if (ec) {
           rec = ec;
           timed_out = c.timed_out;
@@ -861,10 +911,17 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
     size_t k = rframer.feed(ublock.get() + rp.head_bytes, have);
     size_t extra = have - k;  // bytes after the response: the connection is not reused
     {
-      std::array<asio::const_buffer, 2> bufs{asio::buffer(c.out),
-                                             asio::buffer(ublock.get() + rp.head_bytes, k)};
+      // A small body joins the head: one plain send() instead of a sendmsg() of two pieces.
+      size_t body_in_hand = k;
+      if (body_in_hand > 0 && body_in_hand <= kJoinBodyBytes) {
+        c.out.append(ublock.get() + rp.head_bytes, body_in_hand);
+        body_in_hand = 0;
+      }
+      std::array<asio::const_buffer, 2> bufs{
+          asio::buffer(c.out), asio::buffer(ublock.get() + rp.head_bytes, body_in_hand)};
       arm(c, opt.body_timeout);
-      auto [wec, wn] = co_await client_write(c, bufs);
+      auto wec = send_now(c.tls ? nullptr : &c.client, bufs);
+      if (!wec && !all_sent(bufs)) std::tie(wec, std::ignore) = co_await client_write(c, bufs);
       if (wec) {
         give_buffer(std::move(ublock));
         co_return false;
@@ -874,7 +931,7 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
     while (!failed && !rframer.done()) {
       arm(c, opt.body_timeout);
       auto [ec, n] = co_await up->socket.async_read_some(
-          asio::buffer(ublock.get(), kUpstreamBufferBytes), kTok);
+          draining(asio::buffer(ublock.get(), kUpstreamBufferBytes)), kTok);
       if (ec) {
         if (until_close && (ec == asio::error::eof)) break;
         target->stats->upstream_errors.fetch_add(1, std::memory_order_relaxed);
@@ -889,8 +946,9 @@ Task<bool> Worker::handle(Conn& c, size_t listener, std::shared_ptr<const RouteT
       }
       extra += n - m;
       arm(c, opt.body_timeout);
-      auto piece = asio::buffer(ublock.get(), m);
-      auto [wec, wn] = co_await client_write(c, piece);
+      std::array<asio::const_buffer, 1> piece{asio::buffer(ublock.get(), m)};
+      auto wec = send_now(c.tls ? nullptr : &c.client, piece);
+      if (!wec && !all_sent(piece)) std::tie(wec, std::ignore) = co_await client_write(c, piece);
       if (wec) {
         failed = true;
         break;
@@ -957,8 +1015,8 @@ Task<void> Worker::tunnel(Conn& c, Upstream& up, const TargetEntry& target) {
     auto block = take_buffer();
     for (;;) {
       arm(c, idle);
-      auto [ec, n] =
-          co_await up.socket.async_read_some(asio::buffer(block.get(), kUpstreamBufferBytes), kTok);
+      auto [ec, n] = co_await up.socket.async_read_some(
+          draining(asio::buffer(block.get(), kUpstreamBufferBytes)), kTok);
       if (ec) {
         boost::system::error_code ignored;
         if (ec == asio::error::eof && !c.tls)
